@@ -1,0 +1,65 @@
+"""``convpricer value FILE [--engine KIND] [--steps N] [--format table|json|csv]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import engines
+from ..loader import load_document
+from ..valuation import value
+from ._output import add_format, records, table, to_json
+
+_TABLE_COLUMNS = ("name", "kind", "engine", "value", "units", "total_value", "parity",
+                  "delta_btc", "delta_equity", "p_convert", "p_impaired", "p_default",
+                  "std_error")
+_COMMON_KEYS = ("value_per_share", "nav_per_share", "diluted_nav_per_share", "mnav",
+                "btc_per_share", "model_value_per_share")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("value", help="value every instrument in a file")
+    p.add_argument("file", help="a convpricer/1 TOML file")
+    p.add_argument("--engine", choices=tuple(engines.ENGINES), default=None,
+                   help=f"pricing engine (default: the file's [engine].kind, else "
+                        f"{engines.DEFAULT_ENGINE})")
+    p.add_argument("--steps", type=int, default=None, help="time steps (lattice engines)")
+    p.add_argument("--paths", type=int, default=None, help="paths (montecarlo)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (montecarlo)")
+    p.add_argument("--no-greeks", action="store_true", help="skip bump-and-reprice greeks")
+    add_format(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> str:
+    doc = load_document(args.file)
+    options = dict(doc.engine)
+    file_engine = options.pop("kind", engines.DEFAULT_ENGINE)
+    engine = args.engine or file_engine
+    if engine != file_engine:
+        options = {}  # the file's options belong to the file's engine
+    for k in ("steps", "paths", "seed"):
+        if getattr(args, k) is not None:
+            options[k] = getattr(args, k)
+    df = value(doc.structure, doc.market, engine=engine, greeks=not args.no_greeks, **options)
+    if args.format == "csv":
+        return df.to_csv(index=False)
+    rows = records(df)
+    common = next((r for r in rows if r["kind"] == "common_equity"), None)
+    claims = [r for r in rows if r["kind"] != "common_equity"]
+    if args.format == "json":
+        out = {"valuation_date": df.attrs["valuation_date"],
+               "engine": {"kind": engine, **options, "settings": df.attrs["settings"]},
+               "instruments": rows,
+               "common": None if common is None else
+               {k: common.get(k) for k in (*_COMMON_KEYS, "delta_btc", "units")}}
+        return to_json(out)
+    cols = [c for c in _TABLE_COLUMNS if c in df.columns]
+    text = table(df[cols], f"convpricer value {args.file}  "
+                 f"(valuation date {df.attrs['valuation_date']}, engine {engine})")
+    if common is not None:
+        text += "\n\ncommon: " + ", ".join(f"{k} {common[k]:,.4f}" for k in _COMMON_KEYS
+                                           if common.get(k) is not None)
+    notes = sorted({n for r in rows for n in (r.get("notes") or "").split("; ") if n})
+    if notes:
+        text += "\n\nnotes:\n" + "\n".join(f"  - {n}" for n in notes)
+    return text
