@@ -7,6 +7,7 @@ accrued interest, puts, calls and conversion windows into times and amounts.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import date
 
@@ -169,7 +170,7 @@ def time_grid(event_times: np.ndarray, horizon: float, steps: int) -> np.ndarray
                                                       & (event_times <= horizon)], [horizon]]))
     dt = horizon / steps
     pieces = [np.array([0.0])]
-    for a, b in zip(ev[:-1], ev[1:], strict=True):
-        n = max(1, int(round((b - a) / dt)))
+    for a, b in itertools.pairwise(ev):
+        n = max(1, round((b - a) / dt))
         pieces.append(np.linspace(a, b, n + 1)[1:])
     return np.concatenate(pieces)

@@ -45,7 +45,6 @@ def run(args: argparse.Namespace) -> str:
         return df.to_csv(index=False)
     rows = records(df)
     common = next((r for r in rows if r["kind"] == "common_equity"), None)
-    claims = [r for r in rows if r["kind"] != "common_equity"]
     if args.format == "json":
         out = {"valuation_date": df.attrs["valuation_date"],
                "engine": {"kind": engine, **options, "settings": df.attrs["settings"]},
