@@ -94,7 +94,7 @@ def convertible_schedule(note: ZeroCouponConvertible, valuation_date: date) -> C
     vt = lambda d: year_fraction(valuation_date, d)  # noqa: E731
     cds = coupon_dates(note)
     per = note.coupon / note.coupon_frequency_per_year if cds else 0.0
-    starts = (note.issue_date, *cds[:-1])
+    starts = (note.issue_date, *cds[:-1]) if cds else ()
     periods = []
     ctimes, camts, cstarts = [], [], []
     for s, e in zip(starts, cds, strict=True):
