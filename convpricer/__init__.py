@@ -11,6 +11,7 @@ annualised lognormal volatilities; values per unit (per note of face, per
 preferred share, per common share).
 """
 
+from .calibrate import CalibrationError, CalibrationResult, calibrate, hazard_from_spread
 from .errors import ConvPricerError, EngineError, InputError, SchemaError
 from .instruments import CommonEquity, ConvertibleNote, PreferredStock, ZeroCouponConvertible
 from .loader import Document, load, load_document
@@ -21,6 +22,8 @@ from .valuation import price, value
 from .waterfall import waterfall
 
 __all__ = [
+    "CalibrationError",
+    "CalibrationResult",
     "CapitalStructure",
     "CommonEquity",
     "ConvPricerError",
@@ -34,6 +37,8 @@ __all__ = [
     "PricingResult",
     "SchemaError",
     "ZeroCouponConvertible",
+    "calibrate",
+    "hazard_from_spread",
     "load",
     "load_document",
     "price",
