@@ -1,0 +1,121 @@
+"""Shared test helpers: paths, a small TOML writer and a valid base document."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+
+
+def reference_dir() -> Path | None:
+    """The shared reference data (``shared/reference`` beside or inside the checkout)."""
+    for p in (ROOT.parent / "shared" / "reference", ROOT / "shared" / "reference"):
+        if p.is_dir():
+            return p
+    return None
+
+
+# ----- a small TOML writer (enough for convpricer/1 documents) -----------------
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, date | datetime):
+        return v.isoformat()
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as a TOML value")
+
+
+def _is_table_array(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def _toml_table(tbl: dict, prefix: str) -> list[str]:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in tbl.items()
+             if not isinstance(v, dict) and not _is_table_array(v)]
+    for k, v in tbl.items():
+        name = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            lines += ["", f"[{name}]", *_toml_table(v, name)]
+        elif _is_table_array(v):
+            for item in v:
+                lines += ["", f"[[{name}]]", *_toml_table(item, name)]
+    return lines
+
+
+def toml_dumps(doc: dict) -> str:
+    """TOML text of a document of tables, arrays of tables and scalars."""
+    return "\n".join(_toml_table(doc, "")) + "\n"
+
+
+# ----- a valid document with every instrument kind ------------------------------
+BASE: dict[str, Any] = {
+    "schema": "convpricer/1",
+    "market": {
+        "valuation_date": date(2025, 6, 30),
+        "btc_price": 107169.82,
+        "equity_price": 404.23,
+        "btc_vol": 0.50,
+        "equity_vol": 0.80,
+        "correlation": 0.70,
+        "risk_free_rate": 0.038,
+    },
+    "issuer": {
+        "name": "Test issuer",
+        "btc_holdings": 597325.0,
+        "cash": 50.1e6,
+        "shares_outstanding": 280958591.0,
+    },
+    "instruments": [
+        {"kind": "zero_coupon_convertible", "name": "2030B notes", "face": 1000.0,
+         "notional": 2.0e9, "issue_date": date(2025, 2, 21), "maturity": date(2030, 3, 1),
+         "conversion_ratio": 2.3072, "put_dates": [date(2028, 3, 1)],
+         "call_start": date(2027, 3, 5), "call_trigger": 1.30, "call_trigger_days": 20,
+         "call_trigger_window": 30, "seniority": "senior_unsecured", "credit_spread": 0.0,
+         "recovery_rate": 0.40},
+        {"kind": "convertible_note", "name": "2031 notes", "face": 1000.0,
+         "notional": 603.661e6, "issue_date": date(2024, 3, 18), "maturity": date(2031, 3, 15),
+         "conversion_ratio": 4.297, "coupon_rate": 0.00875, "coupon_frequency": 2,
+         "put_dates": [date(2028, 9, 15)], "call_start": date(2028, 3, 22),
+         "call_trigger": 1.30},
+        {"kind": "preferred_stock", "name": "STRK", "liquidation_preference": 100.0,
+         "units": 12201367.0, "dividend_rate": 0.08, "dividend_frequency": 4,
+         "cumulative": True, "conversion_ratio": 0.1, "rank": 2},
+        {"kind": "common_equity", "name": "Common"},
+    ],
+    "engine": {"kind": "lattice2d"},
+}
+
+
+def base_document() -> dict[str, Any]:
+    """A fresh deep copy of :data:`BASE` (a valid convpricer/1 document)."""
+    return copy.deepcopy(BASE)
+
+
+@pytest.fixture
+def write_doc(tmp_path):
+    """``write_doc(doc, name="doc.toml") -> Path``: write a document (dict or TOML
+    text) into the test's temporary directory."""
+    def write(doc: dict | str, name: str = "doc.toml") -> Path:
+        p = tmp_path / name
+        p.write_text(doc if isinstance(doc, str) else toml_dumps(doc), encoding="utf-8")
+        return p
+    return write
