@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from functools import cached_property
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from .errors import InputError
 
 Asset = Literal["btc", "equity"]
 DAY_COUNT = ql.Actual365Fixed()
-_FAR = timedelta(days=365 * 200)
+_FAR = date(2199, 12, 31)  # QuantLib's last date: curves are extended flat to it
 
 
 def ql_date(d: date) -> ql.Date:
@@ -149,7 +149,7 @@ class Market:
         if rc is None:
             ts = ql.FlatForward(ref, self.risk_free_rate, DAY_COUNT, ql.Continuous)
         elif isinstance(rc, Curve):
-            ds = [self.valuation_date, *rc.dates, rc.dates[-1] + _FAR]
+            ds = [self.valuation_date, *rc.dates, _FAR]
             zs = [rc.values[0], *rc.values, rc.values[-1]]
             ts = ql.ZeroCurve([ql_date(d) for d in ds], zs, DAY_COUNT, ql.NullCalendar(),
                               ql.Linear(), ql.Continuous)
