@@ -110,6 +110,30 @@ def base_document() -> dict[str, Any]:
     return copy.deepcopy(BASE)
 
 
+DELETE = object()  # as a value in ``edited``: remove the key
+
+
+def edited(doc: dict[str, Any], edits: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``{dotted path: value}`` edits applied in place (``DELETE``
+    removes the key); integer parts index lists: ``"instruments.0.face"``."""
+    for path, value in edits.items():
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        node = doc
+        for p in parents:
+            node = node[p]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return doc
+
+
+#: edits that strip the first note of its put and (soft) call, so that its
+#: maturity can move anywhere after its issue date
+NO_PUT_NO_CALL = {f"instruments.0.{k}": DELETE for k in (
+    "put_dates", "call_start", "call_trigger", "call_trigger_days", "call_trigger_window")}
+
+
 @pytest.fixture
 def write_doc(tmp_path):
     """``write_doc(doc, name="doc.toml") -> Path``: write a document (dict or TOML

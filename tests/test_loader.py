@@ -11,27 +11,22 @@ from datetime import date
 from typing import Any
 
 import pytest
-from conftest import BASE, FIXTURES, base_document, reference_dir, toml_dumps
+from conftest import (
+    BASE,
+    DELETE,
+    FIXTURES,
+    NO_PUT_NO_CALL,
+    base_document,
+    edited,
+    reference_dir,
+    toml_dumps,
+)
 
 import convpricer as cp
 from convpricer.errors import InputError, SchemaError
 
-DELETE = object()
 ANY = object()
 NAN, INF = float("nan"), float("inf")
-
-
-def _edit(doc: dict, path: str, value: Any) -> None:
-    """Set (or delete, with DELETE) ``doc[a][b]...`` for a dotted path; integer
-    parts index lists (``instruments.0.face``)."""
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    node = doc
-    for p in parents:
-        node = node[p]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -160,19 +155,11 @@ CASES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("duplicate names", {"instruments.1.name": "2030B notes"}, "instruments[1].name",
      "2030B notes"),
     # dates
-    ("maturity before valuation date", {"instruments.0.maturity": date(2025, 6, 1),
-                                        "instruments.0.put_dates": DELETE,
-                                        "instruments.0.call_start": DELETE,
-                                        "instruments.0.call_trigger": DELETE,
-                                        "instruments.0.call_trigger_days": DELETE,
-                                        "instruments.0.call_trigger_window": DELETE},
+    ("maturity before valuation date",
+     {"instruments.0.maturity": date(2025, 6, 1), **NO_PUT_NO_CALL},
      "instruments[0].maturity", "2025-06-01"),
-    ("maturity on valuation date", {"instruments.0.maturity": date(2025, 6, 30),
-                                    "instruments.0.put_dates": DELETE,
-                                    "instruments.0.call_start": DELETE,
-                                    "instruments.0.call_trigger": DELETE,
-                                    "instruments.0.call_trigger_days": DELETE,
-                                    "instruments.0.call_trigger_window": DELETE},
+    ("maturity on valuation date",
+     {"instruments.0.maturity": date(2025, 6, 30), **NO_PUT_NO_CALL},
      "instruments[0].maturity", "2025-06-30"),
     ("maturity before issue", {"instruments.1.maturity": date(2024, 1, 1)},
      "instruments[1].maturity", "2024-01-01"),
@@ -224,10 +211,7 @@ CASES: list[tuple[str, dict[str, Any], str, Any]] = [
 @pytest.mark.parametrize(("edits", "field", "value"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_naming_file_field_and_value(write_doc, edits, field, value):
-    doc = base_document()
-    for path, v in edits.items():
-        _edit(doc, path, v)
-    path = write_doc(doc)
+    path = write_doc(edited(base_document(), edits))
     with pytest.raises(InputError) as info:
         cp.load(path)
     e = info.value
