@@ -133,6 +133,17 @@ def test_coupons_add_value() -> None:
     assert 15 < gain < 31
 
 
+@pytest.mark.parametrize("issue", [VAL, date(2024, 12, 5)])
+def test_negligible_conversion_is_the_straight_bond(issue: date) -> None:
+    """A tiny conversion ratio leaves the coupon bond discounted at r + cs (QuantLib's
+    own limit test); QuantLib's per-step discounting is off by about
+    (r + cs)^2 * T * dt / 2 = 6e-5 at 1001 steps."""
+    note = ConvertibleNote(name="bond", face=1000.0, notional=1e9, issue_date=issue,
+                           maturity=date(2030, 6, 15), conversion_ratio=1e-6,
+                           conversion="european", credit_spread=0.03, coupon_rate=0.05)
+    assert value(note) == pytest.approx(analytic.bond_floor(note, MARKET), rel=1e-4)
+
+
 @pytest.mark.parametrize("options", [{"steps": 5}, {"steps": 500.5}, {"steps": "400"},
                                      {"steps": True}, {"tree": "binomial"}, {"paths": 1000}])
 def test_bad_options_are_refused(options: dict) -> None:
