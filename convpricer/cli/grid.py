@@ -117,7 +117,7 @@ def write(df: pd.DataFrame, out: str | None) -> str:
 def _arrow_safe(df: pd.DataFrame) -> pd.DataFrame:
     """Object columns mixing types (a bad date next to good ones) written as text."""
     out = df.copy()
-    for c in out.select_dtypes(include="object").columns:
+    for c in [c for c in out.columns if pd.api.types.is_object_dtype(out[c])]:
         kinds = {type(v) for v in out[c] if v is not None and v == v}
         if len(kinds) > 1:
             out[c] = [None if v is None or v != v else str(v) for v in out[c]]
