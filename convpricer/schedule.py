@@ -17,6 +17,9 @@ import QuantLib as ql
 from .instruments import PreferredStock, ZeroCouponConvertible
 from .market import ql_date, year_fraction
 
+#: Day count of coupon amounts (Strategy's indentures: 30/360).
+COUPON_DAY_COUNT = ql.Thirty360(ql.Thirty360.BondBasis)
+
 
 def _py(d: ql.Date) -> date:
     return date(d.year(), d.month(), d.dayOfMonth())
@@ -93,13 +96,15 @@ def convertible_schedule(note: ZeroCouponConvertible, valuation_date: date) -> C
     """The schedule of a note seen from ``valuation_date``."""
     vt = lambda d: year_fraction(valuation_date, d)  # noqa: E731
     cds = coupon_dates(note)
-    per = note.coupon / note.coupon_frequency_per_year if cds else 0.0
     starts = (note.issue_date, *cds[:-1]) if cds else ()
     periods = []
     ctimes, camts, cstarts = [], [], []
     for s, e in zip(starts, cds, strict=True):
         if e <= valuation_date:
             continue
+        # 30/360 fraction of the period: a regular period pays coupon / frequency,
+        # a short first period its fraction (as the indentures and QuantLib do)
+        per = note.coupon * COUPON_DAY_COUNT.yearFraction(ql_date(s), ql_date(e))
         periods.append((vt(s), vt(e), per))
         ctimes.append(vt(e))
         camts.append(per)
