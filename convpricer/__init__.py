@@ -13,10 +13,13 @@ preferred share, per common share).
 
 from .calibrate import CalibrationError, CalibrationResult, calibrate, hazard_from_spread
 from .errors import ConvPricerError, EngineError, InputError, SchemaError
+from .grid import value_grid
 from .instruments import CommonEquity, ConvertibleNote, PreferredStock, ZeroCouponConvertible
 from .loader import Document, load, load_document
 from .market import Curve, Market
 from .results import PricingResult
+from .risk import risk_ladder, risk_ladders
+from .stress import stress, stress_scenarios
 from .structure import CapitalStructure
 from .valuation import price, value
 from .waterfall import waterfall
@@ -42,7 +45,12 @@ __all__ = [
     "load",
     "load_document",
     "price",
+    "risk_ladder",
+    "risk_ladders",
+    "stress",
+    "stress_scenarios",
     "value",
+    "value_grid",
     "waterfall",
 ]
 __version__ = "0.1.0"
