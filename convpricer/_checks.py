@@ -18,7 +18,10 @@ def number(field: str, value: Any, *, lo: float | None = None, hi: float | None 
     """A finite real number in [lo, hi] (open ends if asked)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(field, value, "must be a number")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond the float range (TOML integers are unbounded)
+        v = math.inf
     if not math.isfinite(v):
         raise InputError(field, value, "must be finite (not NaN or infinity)")
     if lo is not None and (v <= lo if lo_open else v < lo):
@@ -67,17 +70,27 @@ def text(field: str, value: Any, *, choices: tuple[str, ...] | None = None) -> s
     return value
 
 
+#: Dates QuantLib can represent (ql.Date's range).
+FIRST_DATE, LAST_DATE = date(1901, 1, 1), date(2199, 12, 31)
+
+
 def a_date(field: str, value: Any) -> date:
     if isinstance(value, datetime):
         raise InputError(field, value, "must be a date (YYYY-MM-DD), not a date-time")
+    d = None
     if isinstance(value, date):
-        return value
-    if isinstance(value, str):
+        d = value
+    elif isinstance(value, str):
         try:
-            return date.fromisoformat(value)
+            d = date.fromisoformat(value)
         except ValueError:
             pass
-    raise InputError(field, value, "must be a date (YYYY-MM-DD)")
+    if d is None:
+        raise InputError(field, value, "must be a date (YYYY-MM-DD)")
+    if not FIRST_DATE <= d <= LAST_DATE:
+        raise InputError(field, d.isoformat(), f"must lie between {FIRST_DATE.isoformat()} "
+                         f"and {LAST_DATE.isoformat()} (QuantLib's date range)")
+    return d
 
 
 def dates(field: str, value: Any, *, increasing: bool = True) -> tuple[date, ...]:

@@ -89,7 +89,7 @@ def _instrument(i: int, tbl: Any) -> Any:
     kind = tbl.get("kind")
     if kind is None:
         raise SchemaError(f"{where}.kind", None, "is missing")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise SchemaError(f"{where}.kind", kind, f"unknown kind (known: {', '.join(KINDS)})")
     cls = KINDS[kind]
     allowed = set(field_names(cls))

@@ -62,6 +62,12 @@ class Curve:
         if ds[0] <= valuation_date:
             raise InputError(f"{name}.dates[0]", ds[0].isoformat(),
                              f"must be after the valuation date {valuation_date.isoformat()}")
+        if positive:  # total variance vol^2 t must not decrease (no negative forward variance)
+            tv = [v * v * year_fraction(valuation_date, d) for d, v in zip(ds, vs, strict=True)]
+            for i in range(1, len(tv)):
+                if tv[i] < tv[i - 1]:
+                    raise InputError(f"{name}.vols[{i}]", vs[i], "total variance vol^2 * t "
+                                     "decreases here: the forward variance would be negative")
         return Curve(ds, vs)
 
 
