@@ -94,7 +94,7 @@ class _Terms:
     liq_claim: np.ndarray        # USD, every class, in a liquidation
     liq_shares: np.ndarray       # new shares if the class converts in a liquidation
     conversion_order: tuple[int, ...]  # convertible classes, claim per new share ascending
-    groups: tuple[np.ndarray, ...]     # pari passu groups, most senior first
+    groups: tuple[slice, ...]          # pari passu groups (contiguous), most senior first
     # going concern on the date
     principal_due: np.ndarray    # maturity or put today
     repayment: np.ndarray        # per note: price + accrued + coupon due today
@@ -176,9 +176,9 @@ def _terms(structure: CapitalStructure, d: date | None) -> _Terms:
             t["liq_shares"][i] = c.units * c.conversion_ratio
     conv = [i for i in range(n) if t["liq_shares"][i] > 0 and t["liq_claim"][i] > 0]
     order = tuple(sorted(conv, key=lambda i: t["liq_claim"][i] / t["liq_shares"][i]))
-    keys = [priority_key(c) for c in claims]
-    groups = tuple(np.array([i for i in range(n) if keys[i] == k])
-                   for k in sorted(set(keys)))
+    keys = [priority_key(c) for c in claims]  # claims are sorted: groups are contiguous
+    starts = [i for i in range(n) if i == 0 or keys[i] != keys[i - 1]]
+    groups = tuple(slice(a, b) for a, b in zip(starts, [*starts[1:], n], strict=True))
     return _Terms(conversion_order=order, groups=groups, **_frozen(**t, **b))
 
 
@@ -199,17 +199,17 @@ def _date(value: Any) -> date | None:
 
 
 # ----- the two kernels --------------------------------------------------------------------
-def _by_priority(groups: tuple[np.ndarray, ...], claim: np.ndarray,
+def _by_priority(groups: tuple[slice, ...], claim: np.ndarray,
                  assets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pay ``claim`` (classes x states, USD) from ``assets`` by priority, pro rata
     within a pari passu group. Returns (payout, left)."""
-    pay = np.zeros_like(claim)
+    pay = np.empty_like(claim)
     left = assets.copy()
     for g in groups:
         tot = claim[g].sum(axis=0)
         paid = np.minimum(left, tot)
         frac = np.divide(paid, tot, out=np.zeros_like(paid), where=tot > 0)
-        pay[g] = claim[g] * frac
+        np.multiply(claim[g], frac, out=pay[g])
         left -= paid
     return pay, left
 
@@ -226,22 +226,28 @@ def _liquidate(t: _Terms, assets: np.ndarray, shares: float) -> dict[str, np.nda
     gross = assets - t.liq_claim.sum()
     n_sh = np.full(k, shares)
     alive = np.ones(k, bool)
+    done = []
     for j in t.conversion_order:
         d_j, n_j = t.liq_claim[j], t.liq_shares[j]
         alive &= gross * n_j > d_j * n_sh
         if not alive.any():
             break
         converted[j] = alive
-        gross = gross + d_j * alive
-        n_sh = n_sh + n_j * alive
-    claim = np.where(converted, 0.0, t.liq_claim[:, None])
+        np.add(gross, d_j, out=gross, where=alive)
+        np.add(n_sh, n_j, out=n_sh, where=alive)
+        done.append(j)
+    claim = np.broadcast_to(t.liq_claim[:, None], (n, k))
+    if done:
+        claim = claim * ~converted
     pay, residual = _by_priority(t.groups, claim, assets)
     per_share = residual / n_sh
-    issued = converted * t.liq_shares[:, None]
-    pay += issued * per_share
-    return {"due": np.broadcast_to(t.liq_claim[:, None], (n, k)).copy(), "payout": pay,
+    issued = np.zeros((n, k))
+    for j in done:
+        np.multiply(converted[j], t.liq_shares[j], out=issued[j])
+        pay[j] += issued[j] * per_share
+    return {"due": np.broadcast_to(t.liq_claim[:, None], (n, k)), "payout": pay,
             "converted": converted, "shares_issued": issued,
-            "arrears": np.broadcast_to(t.liq_arrears[:, None], (n, k)).copy(),
+            "arrears": np.broadcast_to(t.liq_arrears[:, None], (n, k)),
             "common": shares * per_share, "common_shares": n_sh,
             "common_per_share": per_share}
 
@@ -252,33 +258,38 @@ def _going_concern(t: _Terms, assets: np.ndarray, equity: np.ndarray | None,
     Returns the result and the cash due to the notes."""
     n, k = t.units.size, assets.size
     u = t.units[:, None]
-    if equity is None:
-        converted = np.zeros((n, k), bool)
-    else:
-        converted = t.can_convert[:, None] & (t.ratio[:, None] * equity > t.repayment[:, None])
     per_unit_due = np.where(t.principal_due, t.repayment, t.coupon_due) + t.dividend_due
-    due = np.broadcast_to((u * per_unit_due[:, None]), (n, k)).copy()
-    pay = np.where(t.is_note[:, None] & ~converted, due, 0.0)
+    due = np.broadcast_to(u * per_unit_due[:, None], (n, k))
+    converted = np.zeros((n, k), bool)
+    issued = np.zeros((n, k))
+    pay = np.zeros((n, k))
+    for i in np.flatnonzero(t.is_note & (per_unit_due > 0)):
+        cash = t.units[i] * per_unit_due[i]
+        if equity is not None and t.can_convert[i]:  # convert iff parity > repayment
+            np.greater(t.ratio[i] * equity, t.repayment[i], out=converted[i])
+            np.multiply(converted[i], t.ratio[i] * t.units[i], out=issued[i])
+            np.multiply(~converted[i], cash, out=pay[i])
+        else:
+            pay[i] = cash
     notes_cash = pay.sum(axis=0)
     kept = assets - notes_cash
     # claims outstanding after today, senior to the next preferred (surplus test)
     senior = np.full(k, t.face_total[t.outstanding & ~t.principal_due].sum())
-    arrears = np.broadcast_to(t.arrears0[:, None], (n, k)).copy()
+    arrears = np.broadcast_to(t.arrears0[:, None], (n, k))
+    if t.dividend_due.any():
+        arrears = arrears.copy()
     for g in t.groups:
-        g = g[~t.is_note[g]]
-        if g.size == 0:
+        if t.is_note[g.start]:
             continue
-        tot = due[g].sum(axis=0)
-        if tot.any():
+        if t.dividend_due[g].any():
+            tot = due[g].sum(axis=0)
             paid = np.clip(kept - senior, 0.0, tot)
             frac = np.divide(paid, tot, out=np.zeros_like(paid), where=tot > 0)
             pay[g] = due[g] * frac
             kept = kept - paid
-            paying = g[t.dividend_due[g] > 0]
-            arrears[paying] = np.where(t.cumulative[paying, None],
-                                       (due[paying] - pay[paying]) / u[paying], 0.0)
+            cum = (t.dividend_due[g] > 0) & t.cumulative[g]  # unpaid becomes arrears
+            arrears[g][cum] = ((due[g] - pay[g]) / u[g])[cum]
         senior = senior + (u[g] * (t.pref_claim[g, None] + arrears[g])).sum(axis=0)
-    issued = converted * (t.ratio * t.units)[:, None]
     n_sh = shares + issued.sum(axis=0)
     out = {"due": due, "payout": pay, "converted": converted, "shares_issued": issued,
            "arrears": arrears, "common": kept, "common_shares": n_sh,
@@ -316,6 +327,8 @@ def payouts(structure: CapitalStructure, btc_price: Any, equity_price: Any = Non
             idx = np.flatnonzero(default)
             liq = _liquidate(t, assets[idx], shares)
             for key, v in liq.items():
+                if not res[key].flags.writeable:  # a broadcast view: materialise it
+                    res[key] = res[key].copy()
                 res[key][..., idx] = v
     # funding: cash, then BTC at the state's price, then other assets
     spent = assets - res["common"]
