@@ -178,7 +178,7 @@ def _terms(structure: CapitalStructure, d: date | None) -> _Terms:
     order = tuple(sorted(conv, key=lambda i: t["liq_claim"][i] / t["liq_shares"][i]))
     keys = [priority_key(c) for c in claims]  # claims are sorted: groups are contiguous
     starts = [i for i in range(n) if i == 0 or keys[i] != keys[i - 1]]
-    groups = tuple(slice(a, b) for a, b in zip(starts, [*starts[1:], n], strict=True))
+    groups = tuple(slice(lo, hi) for lo, hi in zip(starts, [*starts[1:], n], strict=True))
     return _Terms(conversion_order=order, groups=groups, **_frozen(**t, **b))
 
 
