@@ -68,11 +68,14 @@ class Credit:
         return bool(np.any(np.abs(self.due_times - t) < 1e-9))
 
     def insolvent(self, btc_price: np.ndarray) -> np.ndarray:
-        """Where assets fall short of the notes' face (bool, same shape as btc_price)."""
+        """Where assets fall short of the notes' face (bool, same shape as btc_price):
+        the liquidation waterfall's default test."""
+        from .waterfall import insolvent
+
         b = np.asarray(btc_price, dtype=float)
         if not self.structural:
             return np.zeros(b.shape, dtype=bool)
-        return self.structure.assets(b) < self.structure.debt
+        return insolvent(self.structure, b)
 
     def liquidation_value(self, instrument: Instrument, btc_price: np.ndarray) -> np.ndarray:
         """Per-unit payout of ``instrument`` if the issuer is liquidated at these BTC prices."""
