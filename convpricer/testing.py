@@ -74,7 +74,9 @@ from .structure import CapitalStructure
 __all__ = [
     "BREAKS",
     "BTC_PRICE",
+    "CLAIM_KINDS",
     "EQUITY_PRICE",
+    "NOTE_KINDS",
     "VALUATION_DATE",
     "Case",
     "Range",
