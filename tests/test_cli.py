@@ -11,17 +11,28 @@ import math
 import subprocess
 import sys
 from datetime import date
+from typing import Any
 
 import pytest
-from conftest import DELETE, ROOT, base_document, edited
+from conftest import DELETE, ROOT, base_document, edited, toml_dumps
 
 from convpricer import engines
 from convpricer.errors import EngineError
 
 
-def run_cli(*args: str, module: str = "convpricer.cli") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+def start_cli(*args: Any, module: str = "convpricer.cli") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_cli(*args: Any, module: str = "convpricer.cli") -> subprocess.CompletedProcess:
+    return finish(start_cli(*args, module=module))
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *named: str) -> str:
@@ -44,56 +55,56 @@ def _small_document() -> dict:
     return doc
 
 
-# Bad files generated here; fixtures/invalid/ adds bad TOML, an unknown kind, NaN,
-# a maturity before the valuation date and a curve given with its flat number.
-BAD = [
-    ("missing field", {"market.equity_price": DELETE}, "market.equity_price"),
-    ("string for a number", {"instruments.0.face": "1000"}, "instruments[0].face"),
-    ("correlation outside [-1, 1]", {"market.correlation": 2.0}, "market.correlation"),
-    ("put after maturity", {"instruments.0.put_dates": [date(2031, 1, 1)]},
-     "instruments[0].put_dates[0]"),
-]
+# Bad files generated into {tmp}; fixtures/invalid/ adds bad TOML, an unknown kind,
+# NaN, a maturity before the valuation date and a curve given with its flat number.
+BAD = {
+    "missing_field": ({"market.equity_price": DELETE}, "market.equity_price"),
+    "string_for_a_number": ({"instruments.0.face": "1000"}, "instruments[0].face"),
+    "correlation_outside_range": ({"market.correlation": 2.0}, "market.correlation"),
+    "put_after_maturity": ({"instruments.0.put_dates": [date(2031, 1, 1)]},
+                           "instruments[0].put_dates[0]"),
+}
+INVALID = {"bad_toml": "toml", "unknown_kind": "instruments[0].kind",
+           "nan_vol": "market.btc_vol", "maturity_before_valuation": "instruments[0].maturity",
+           "curve_and_flat": "market.rate_curve"}
+ILL = "fixtures/illustrative.toml"
+# id: (module, arguments, what the one stderr line names); "{tmp}" is formatted in
+REFUSALS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    **{f"generated {k}": ("convpricer.cli", ("value", f"{{tmp}}/{k}.toml"),
+                          (f"{{tmp}}/{k}.toml", field)) for k, (_, field) in BAD.items()},
+    **{f"fixtures/invalid/{k}": ("convpricer.cli", ("value", f"fixtures/invalid/{k}.toml"),
+                                 (f"fixtures/invalid/{k}.toml", field))
+       for k, field in INVALID.items()},
+    "missing file": ("convpricer.cli", ("value", "{tmp}/absent.toml"),
+                     ("absent.toml", "no such file")),
+    "unknown subcommand": ("convpricer.cli", ("frobnicate",), ("frobnicate",)),
+    "no subcommand": ("convpricer.cli", (), ("command",)),
+    "no file": ("convpricer.cli", ("value",), ("file",)),
+    "unknown flag": ("convpricer.cli", ("value", ILL, "--bogus"), ("--bogus",)),
+    "bad format": ("convpricer.cli", ("value", ILL, "--format", "xml"), ("xml",)),
+    "non-integer steps": ("convpricer.cli", ("value", ILL, "--steps", "many"), ("many",)),
+    "unknown engine": ("convpricer.cli", ("value", ILL, "--engine", "blackbox"),
+                       ("blackbox",)),
+    "python -m convpricer": ("convpricer", ("value", "--format", "xml"), ("xml",)),
+}
 
 
-@pytest.mark.parametrize(("edits", "field"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
-def test_bad_file_exits_2_with_one_line_naming_the_field(write_doc, edits, field):
-    path = write_doc(edited(_small_document(), edits))
-    assert_refused(run_cli("value", path), str(path), field)
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, list[str]]]:
+    """Every case of REFUSALS, run at once (each process mostly imports)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    for k, (edits, _) in BAD.items():
+        (tmp / f"{k}.toml").write_text(toml_dumps(edited(_small_document(), edits)))
+    started = {case: (start_cli(*(a.format(tmp=tmp) for a in args), module=module),
+                      [n.format(tmp=tmp) for n in named])
+               for case, (module, args, named) in REFUSALS.items()}
+    return {case: (finish(proc), named) for case, (proc, named) in started.items()}
 
 
-def test_missing_file_exits_2(tmp_path):
-    assert_refused(run_cli("value", tmp_path / "absent.toml"), "absent.toml", "no such file")
-
-
-INVALID = {"bad_toml.toml": "toml", "unknown_kind.toml": "instruments[0].kind",
-           "nan_vol.toml": "market.btc_vol",
-           "maturity_before_valuation.toml": "instruments[0].maturity",
-           "curve_and_flat.toml": "market.rate_curve"}
-
-
-@pytest.mark.parametrize(("name", "field"), INVALID.items(), ids=list(INVALID))
-def test_shipped_invalid_samples_exit_2(name, field):
-    assert_refused(run_cli("value", f"fixtures/invalid/{name}"), f"fixtures/invalid/{name}",
-                   field)
-
-
-@pytest.mark.parametrize("args", [
-    ("frobnicate",),
-    (),
-    ("value",),
-    ("value", "fixtures/illustrative.toml", "--bogus"),
-    ("value", "fixtures/illustrative.toml", "--format", "xml"),
-    ("value", "fixtures/illustrative.toml", "--steps", "many"),
-    ("value", "fixtures/illustrative.toml", "--engine", "blackbox"),
-], ids=["unknown subcommand", "no subcommand", "no file", "unknown flag", "bad format",
-        "non-integer steps", "unknown engine"])
-def test_usage_errors_exit_2(args):
-    assert_refused(run_cli(*args))
-
-
-def test_python_dash_m_convpricer_is_the_same_command():
-    line = assert_refused(run_cli("value", "--format", "xml", module="convpricer"))
-    assert "xml" in line
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_bad_input_exits_2_with_one_line_naming_it(refused, case):
+    proc, named = refused[case]
+    assert_refused(proc, *named)
 
 
 def _engine_or_skip(name: str) -> None:
@@ -140,3 +151,23 @@ def test_csv_output_is_one_row_per_instrument(write_doc):
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert [r["name"] for r in rows] == ["2030B notes", "Common"]
     assert {"name", "kind", "value", "units", "total_value"} <= set(rows[0])
+
+
+def test_readme_command_values_the_strategy_fixture():
+    """README's ``convpricer value fixtures/strategy_2025-06-30.toml`` (coarse and
+    without greeks, to stay fast): every claim is valued, each note at least at
+    parity (conversion is allowed at once), probabilities in [0, 1]."""
+    _engine_or_skip("lattice2d")
+    proc = run_cli("value", "fixtures/strategy_2025-06-30.toml", "--steps", "60",
+                   "--no-greeks", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    rows = {r["name"]: r for r in out["instruments"]}
+    assert len(rows) == 10 and rows["MSTR common"]["kind"] == "common_equity"
+    for name, r in rows.items():
+        assert r["value"] > 0, name
+        for p in ("p_convert", "p_impaired"):
+            assert r[p] is None or 0.0 <= r[p] <= 1.0, (name, p, r[p])
+        if r["kind"] in ("zero_coupon_convertible", "convertible_note"):
+            assert r["value"] >= r["parity"] * (1 - 1e-9), name
+    assert out["common"]["mnav"] == pytest.approx(1.774, abs=1e-3)
