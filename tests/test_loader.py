@@ -23,6 +23,7 @@ from conftest import (
 )
 
 import convpricer as cp
+from convpricer import engines
 from convpricer.errors import InputError, SchemaError
 
 ANY = object()
@@ -263,7 +264,7 @@ def test_shipped_invalid_samples_are_refused(path):
 def test_every_fixture_loads(path):
     doc = cp.load_document(path)
     assert doc.structure.instruments
-    assert doc.engine.get("kind") == "lattice2d"
+    assert doc.engine.get("kind", engines.DEFAULT_ENGINE) in engines.ENGINES
 
 
 S2412 = FIXTURES / "strategy_2024-12-31.toml"
