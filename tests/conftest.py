@@ -1,15 +1,17 @@
-"""Shared test helpers: paths, a small TOML writer and a valid base document."""
+"""Shared test helpers: paths, a valid base document and edits of it.
+
+TOML text is written with :func:`convpricer.testing.to_toml`."""
 
 from __future__ import annotations
 
 import copy
-import json
-import math
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from convpricer.testing import to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -21,49 +23,6 @@ def reference_dir() -> Path | None:
         if p.is_dir():
             return p
     return None
-
-
-# ----- a small TOML writer (enough for convpricer/1 documents) -----------------
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, date | datetime):
-        return v.isoformat()
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} as a TOML value")
-
-
-def _is_table_array(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def _toml_table(tbl: dict, prefix: str) -> list[str]:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in tbl.items()
-             if not isinstance(v, dict) and not _is_table_array(v)]
-    for k, v in tbl.items():
-        name = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            lines += ["", f"[{name}]", *_toml_table(v, name)]
-        elif _is_table_array(v):
-            for item in v:
-                lines += ["", f"[[{name}]]", *_toml_table(item, name)]
-    return lines
-
-
-def toml_dumps(doc: dict) -> str:
-    """TOML text of a document of tables, arrays of tables and scalars."""
-    return "\n".join(_toml_table(doc, "")) + "\n"
 
 
 # ----- a valid document with every instrument kind ------------------------------
@@ -140,6 +99,6 @@ def write_doc(tmp_path):
     text) into the test's temporary directory."""
     def write(doc: dict | str, name: str = "doc.toml") -> Path:
         p = tmp_path / name
-        p.write_text(doc if isinstance(doc, str) else toml_dumps(doc), encoding="utf-8")
+        p.write_text(doc if isinstance(doc, str) else to_toml(doc), encoding="utf-8")
         return p
     return write

@@ -14,10 +14,11 @@ from datetime import date
 from typing import Any
 
 import pytest
-from conftest import DELETE, ROOT, base_document, edited, toml_dumps
+from conftest import DELETE, ROOT, base_document, edited
 
 from convpricer import engines
 from convpricer.errors import EngineError
+from convpricer.testing import to_toml
 
 
 def start_cli(*args: Any, module: str = "convpricer.cli") -> subprocess.Popen:
@@ -94,7 +95,7 @@ def refused(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, li
     """Every case of REFUSALS, run at once (each process mostly imports)."""
     tmp = tmp_path_factory.mktemp("cli")
     for k, (edits, _) in BAD.items():
-        (tmp / f"{k}.toml").write_text(toml_dumps(edited(_small_document(), edits)))
+        (tmp / f"{k}.toml").write_text(to_toml(edited(_small_document(), edits)))
     started = {case: (start_cli(*(a.format(tmp=tmp) for a in args), module=module),
                       [n.format(tmp=tmp) for n in named])
                for case, (module, args, named) in REFUSALS.items()}

@@ -19,12 +19,12 @@ from conftest import (
     base_document,
     edited,
     reference_dir,
-    toml_dumps,
 )
 
 import convpricer as cp
 from convpricer import engines
 from convpricer.errors import InputError, SchemaError
+from convpricer.testing import to_toml
 
 ANY = object()
 NAN, INF = float("nan"), float("inf")
@@ -39,7 +39,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def test_writer_round_trips_the_base_document():
-    assert tomllib.loads(toml_dumps(BASE)) == BASE
+    assert tomllib.loads(to_toml(BASE)) == BASE
 
 
 def test_base_document_loads(write_doc):
