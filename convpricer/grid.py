@@ -26,6 +26,7 @@ import os
 import pickle
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
@@ -210,7 +211,7 @@ def _workers(client: Any) -> int:
         return os.cpu_count() or 1
 
 
-def chunked(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
+def _chunked(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
     return [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
 
 
@@ -223,7 +224,7 @@ def _progress_bar(total: int, progress: bool | None, desc: str):
 
 
 # ----- running -------------------------------------------------------------------
-def _run_local(job: _Job, chunks: list[list], scheduler: str, workers: int,
+def _run_local(job: _Job, payload: bytes, chunks: list[list], scheduler: str, workers: int,
                bar: Any) -> list[list[list[dict]]]:
     if scheduler == "sync":
         out = []
@@ -237,7 +238,7 @@ def _run_local(job: _Job, chunks: list[list], scheduler: str, workers: int,
         submit = lambda ch: ex.submit(_run_chunk, ch, job)  # noqa: E731
     else:
         ex = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                 initargs=(pickle.dumps(job),))
+                                 initargs=(payload,))
         submit = lambda ch: ex.submit(_run_local_chunk, ch)  # noqa: E731
     with ex:
         futs = {submit(ch): i for i, ch in enumerate(chunks)}
@@ -253,12 +254,13 @@ def _run_client(job: _Job, chunks: list[list], client: Any, bar: Any) -> list[li
     from distributed import as_completed as dask_completed
 
     [job_f] = client.scatter([job], broadcast=True, hash=False)
+    token = uuid.uuid4().hex
     futs = client.map(_run_chunk, chunks, job=job_f, pure=False,
-                      key=[f"convpricer-grid-{os.getpid()}-{time.monotonic_ns()}-{i}"
-                           for i in range(len(chunks))])
+                      key=[f"convpricer-grid-{token}-{i}" for i in range(len(chunks))])
+    position = {f.key: i for i, f in enumerate(futs)}
     try:
         for f in dask_completed(futs):
-            bar.update(len(chunks[futs.index(f)]))
+            bar.update(len(chunks[position[f.key]]))
         return client.gather(futs)
     finally:
         client.cancel([*futs, job_f])
@@ -308,34 +310,33 @@ def value_grid(structure: CapitalStructure, market: Market, scenarios: pd.DataFr
     n = len(changes)
     nw = workers or _workers(client)
     size = chunk_size or max(1, math.ceil(n / (nw * CHUNKS_PER_WORKER)))
-    chunks = chunked(list(enumerate(changes)), size)
+    chunks = _chunked(list(enumerate(changes)), size)
 
     job = _Job(structure, market, engine, greeks, dict(options))
-    where = "sync"
-    if client is not None or scheduler in (None, "processes"):
+    if client is not None:
+        where = f"dask {client.scheduler.address}"
+    elif scheduler is None:
+        where = "processes" if nw > 1 and len(chunks) > 1 else "sync"
+    else:
+        where = scheduler
+    payload = b""
+    if client is not None or where == "processes":
         try:  # a clean copy (no cached QuantLib handles) is what travels
             job = dataclasses.replace(job, market=market.replace())
-            pickle.dumps(job)
-            if scheduler is None and client is None:
-                where = "processes" if nw > 1 and len(chunks) > 1 else "sync"
-            else:
-                where = "processes"
+            payload = pickle.dumps(job)
         except (pickle.PicklingError, TypeError, AttributeError) as e:
             if client is not None or scheduler == "processes":
                 raise InputError("market", "QuantLib term structure", "cannot be sent to "
                                  f"other processes ({e}); give curves as Curve tables or "
                                  "use scheduler='threads'") from None
             job, where = _Job(structure, market, engine, greeks, dict(options)), "threads"
-    else:
-        where = scheduler
 
     t0 = time.perf_counter()
     with _progress_bar(n, progress, "convpricer grid") as bar:
         if client is not None:
-            where = f"dask {client.scheduler.address}"
             results = _run_client(job, chunks, client, bar)
         else:
-            results = _run_local(job, chunks, where, nw, bar)
+            results = _run_local(job, payload, chunks, where, nw, bar)
     seconds = time.perf_counter() - t0
     per_scenario = [rows for chunk in results for rows in chunk]
     return _assemble(labels, scenarios, market, per_scenario, attrs={
@@ -349,8 +350,8 @@ def _effective(scenarios: pd.DataFrame, market: Market) -> pd.DataFrame:
     """The scenario columns with empty cells filled by the base market's values."""
     out = {}
     for c in scenarios.columns:
-        base = getattr(market, c)
-        out[c] = [base if _cell(c, v) is None else _cell(c, v) for v in scenarios[c]]
+        cells = (_cell(c, v) for v in scenarios[c])
+        out[c] = [getattr(market, c) if v is None else v for v in cells]
     return pd.DataFrame(out, columns=list(scenarios.columns))
 
 

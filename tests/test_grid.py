@@ -9,7 +9,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import base_document, toml_dumps
+from conftest import base_document
 
 import convpricer as cp
 from convpricer import engines
@@ -18,6 +18,7 @@ from convpricer.errors import EngineError, InputError
 from convpricer.grid import scenario_errors, value_grid
 from convpricer.loader import parse
 from convpricer.risk import FACTORS, risk_ladder, risk_ladders
+from convpricer.testing import to_toml
 
 
 def _engine() -> tuple[str, dict]:
@@ -26,7 +27,7 @@ def _engine() -> tuple[str, dict]:
         engines.get("lattice2d")
     except EngineError:
         return "quantlib", {"steps": 50}
-    return "lattice2d", {"steps": 40}
+    return "lattice2d", {"steps": 10, "extrapolate": False, "preferred_horizon": 10.0}
 
 
 ENGINE, OPTIONS = _engine()
@@ -215,7 +216,7 @@ def test_dask_cluster_gives_the_local_result(case, scenarios, local, cluster):
 def test_cli_grid_on_the_cluster_and_locally(case, scenarios, local, cluster, tmp_path,
                                               capsys):
     doc = tmp_path / "doc.toml"
-    doc.write_text(toml_dumps(_document()), encoding="utf-8")
+    doc.write_text(to_toml(_document()), encoding="utf-8")
     csv = tmp_path / "scenarios.csv"
     scenarios.to_csv(csv, index=False)
     assert main(["grid", str(doc), str(csv), "--scheduler", "sync"]) == 0
@@ -237,7 +238,7 @@ def test_cli_grid_on_the_cluster_and_locally(case, scenarios, local, cluster, tm
 
 def test_cli_grid_refuses_bad_input(tmp_path, capsys):
     doc = tmp_path / "doc.toml"
-    doc.write_text(toml_dumps(_document()), encoding="utf-8")
+    doc.write_text(to_toml(_document()), encoding="utf-8")
     csv = tmp_path / "bad.csv"
     csv.write_text("btc_price,spot_vol\n90000,0.5\n", encoding="utf-8")
     assert main(["grid", str(doc), str(csv)]) == 2

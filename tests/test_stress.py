@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import toml_dumps
 from test_grid import ENGINE, OPTIONS, _document
 
 import convpricer as cp
@@ -17,6 +16,7 @@ from convpricer.cli import main
 from convpricer.errors import InputError
 from convpricer.loader import parse
 from convpricer.stress import stress, stress_scenarios
+from convpricer.testing import to_toml
 
 NOTES = ["zero_coupon_convertible", "convertible_note"]
 
@@ -149,7 +149,7 @@ def test_lower_btc_vol_regime(case):
 def test_cli_stress(case, tmp_path, capsys):
     s, m = case
     doc = tmp_path / "doc.toml"
-    doc.write_text(toml_dumps(_document()), encoding="utf-8")
+    doc.write_text(to_toml(_document()), encoding="utf-8")
     args = ["stress", str(doc), "--btc-drawdowns", "0,0.5", "--mnav", "1",
             "--correlations", "0.5,0.8", "--scheduler", "sync"]
     assert main([*args, "--format", "csv"]) == 0
