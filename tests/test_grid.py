@@ -249,3 +249,24 @@ def test_cli_grid_refuses_bad_input(tmp_path, capsys):
     good.write_text("scenario,btc_price\nup,120000\n", encoding="utf-8")
     assert main(["grid", str(doc), str(good), "--out", str(tmp_path / "x.xlsx")]) == 2
     assert ".csv or .parquet" in capsys.readouterr().err
+
+
+def test_quantlib_term_structures_stay_in_process(case):
+    """A Market holding QuantLib objects cannot be pickled: threads locally, refused
+    where it would have to travel."""
+    import QuantLib as ql
+
+    from convpricer.market import ql_date
+
+    s, m = case
+    flat = ql.FlatForward(ql_date(m.valuation_date), m.risk_free_rate, ql.Actual365Fixed(),
+                          ql.Continuous)
+    mq = m.replace(risk_free_rate=None, rate_curve=ql.YieldTermStructureHandle(flat))
+    sc = pd.DataFrame({"btc_price": [m.btc_price * 0.9, m.btc_price * 1.1]})
+    got = value_grid(s, mq, sc, ENGINE, **OPTIONS)
+    assert got.attrs["scheduler"] == "threads" and got["error"].isna().all()
+    ref = value_grid(s, m, sc, ENGINE, scheduler="sync", **OPTIONS)
+    np.testing.assert_allclose(got["value"].to_numpy(float), ref["value"].to_numpy(float),
+                               rtol=1e-10)
+    with pytest.raises(InputError, match="cannot be sent"):
+        value_grid(s, mq, sc, ENGINE, scheduler="processes", **OPTIONS)
