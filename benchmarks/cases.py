@@ -212,10 +212,10 @@ def load_references() -> dict[str, Any]:
     return json.loads(REFERENCES.read_text())
 
 
-def stale_engines(refs: dict[str, Any]) -> list[str]:
-    """Engine files changed since the references were computed."""
+def stale_engines(refs: dict[str, Any], case: str) -> list[str]:
+    """Engine files changed since the reference of ``case`` was computed."""
     now = engine_hashes()
-    then = refs.get("engine_files", {})
+    then = refs.get("cases", {}).get(case, {}).get("engine_files", {})
     return sorted(f for f in now if then.get(f) != now[f])
 
 
@@ -349,10 +349,12 @@ def compute_references(cases: list[str], log: Callable[[str], None] = print) -> 
         refs["cases"][key] = {**builders[key](),
                               "computed": datetime.now(UTC).isoformat(
                                   timespec="seconds"),
-                              "seconds": round(time.perf_counter() - t0, 1)}
-    refs["commit"] = _git("rev-parse", "--short", "HEAD")
-    refs["engine_files"] = engine_hashes()
-    refs["command"] = "python -m benchmarks.run --references"
+                              "seconds": round(time.perf_counter() - t0, 1),
+                              "commit": _git("rev-parse", "--short", "HEAD"),
+                              "engine_files": engine_hashes()}
+    refs.pop("commit", None)
+    refs.pop("engine_files", None)
+    refs["command"] = "python -m benchmarks.run --references [--cases ...]"
     REFERENCES.write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n")
     return refs
 
