@@ -77,7 +77,9 @@ DEFAULT_SEED = 20250221
 DEFAULT_PATHS = 1 << 17
 DEFAULT_PILOT = 1 << 15
 DEFAULT_BATCH = 1 << 15
+#: Grid steps per year outside daily windows and event dates: notes, preferreds.
 DEFAULT_STEPS_PER_YEAR = 52
+DEFAULT_PREFERRED_STEPS_PER_YEAR = 12
 DEFAULT_DEGREE = 3
 MONITORING = ("daily", "grid")
 FUNDING = ("static", "btc_sales")
@@ -95,7 +97,7 @@ _COV_CLIP = 3.0    # ln(assets / claims) likewise to +-3
 _TOL = 1e-9
 
 
-# ----- options ------------------------------------------------------------------------------
+# ----- options ------------------------------------------------------------
 @dataclass(frozen=True)
 class Options:
     """Validated engine options (what produced the number; recorded in settings)."""
@@ -103,7 +105,7 @@ class Options:
     paths: int = DEFAULT_PATHS
     seed: int = DEFAULT_SEED
     antithetic: bool = True
-    steps_per_year: int = DEFAULT_STEPS_PER_YEAR
+    steps_per_year: int | None = None     # None: 52 for notes, 12 for preferreds
     monitoring: str = "daily"
     funding: str = "static"
     preferred_horizon: float = PREFERRED_HORIZON
@@ -144,14 +146,15 @@ def options(**opts: Any) -> Options:
                           "years in [0.25, 100]")
     return dataclasses.replace(
         o, paths=_blocks(_whole("paths", o.paths, 2)),
-        seed=_whole("seed", o.seed, 0), steps_per_year=_whole("steps_per_year",
-                                                               o.steps_per_year, 1),
+        seed=_whole("seed", o.seed, 0),
+        steps_per_year=None if o.steps_per_year is None
+        else _whole("steps_per_year", o.steps_per_year, 1),
         basis_degree=_whole("basis_degree", o.basis_degree, 1),
         pilot_paths=_blocks(_whole("pilot_paths", o.pilot_paths, 2)),
         batch=_blocks(_whole("batch", o.batch, 2)), preferred_horizon=float(h))
 
 
-# ----- random numbers -------------------------------------------------------------------------
+# ----- random numbers ------------------------------------------------------------
 class _Normals:
     """Independent standard normals for paths [first, first + n), one PCG64 stream per
     block of BLOCK paths; with ``antithetic`` each block's second half is the
@@ -181,7 +184,7 @@ def _pair_means(x: np.ndarray, antithetic: bool) -> np.ndarray:
     return x.reshape(-1, 2, BLOCK // 2).mean(axis=1).ravel()
 
 
-# ----- dynamics -------------------------------------------------------------------------------
+# ----- dynamics ------------------------------------------------------------
 class _Dynamics:
     """Exact log-normal steps of (ln B, ln S) on a time grid, curves step by step;
     the hazard drift h(S) L and the survival are evaluated at the start of a step."""
@@ -225,7 +228,7 @@ class _Dynamics:
         return h
 
 
-# ----- time grid ----------------------------------------------------------------------------
+# ----- time grid ------------------------------------------------------------
 def _trading_days(start: date, end: date) -> list[date]:
     if end < start:
         return []
@@ -251,7 +254,7 @@ def _grid(market: Market, horizon: float, events: np.ndarray, steps_per_year: in
     return times, monitored
 
 
-# ----- the claim's events on the grid ---------------------------------------------------------
+# ----- the claim's events on the grid ------------------------------------------------------------
 @dataclass
 class _Plan:
     """One claim's events on the grid, and what is fixed along it."""
@@ -286,6 +289,7 @@ class _Plan:
     funding_events: dict[int, tuple[date, tuple[int, ...]]]  # k -> (date, notes due)
     claims_through: float       # USD of claims senior to and pari passu with the claim
     var_s_end: float            # equity variance to the last date
+    var_b_end: float            # BTC variance to the last date
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -327,6 +331,9 @@ def _claims_through(structure: CapitalStructure, inst) -> float:
 
 
 def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options) -> _Plan:
+    if opt.steps_per_year is None:
+        opt = dataclasses.replace(opt, steps_per_year=DEFAULT_PREFERRED_STEPS_PER_YEAR
+                                  if isinstance(inst, PreferredStock) else DEFAULT_STEPS_PER_YEAR)
     vd = market.valuation_date
     credit = Credit(structure, market)
     notes: list[str] = []
@@ -424,6 +431,7 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
                  trigger_m=trig_m, funding_events=funding_events,
                  claims_through=0.0 if structure is None else _claims_through(structure, inst),
                  var_s_end=float(market.variance("equity", horizon)),
+                 var_b_end=float(market.variance("btc", horizon)),
                  notes=notes)
 
 
@@ -541,7 +549,7 @@ class _Coverage:
         return sold
 
 
-# ----- decisions, basis, terminal ---------------------------------------------------------------
+# ----- decisions, basis, terminal ------------------------------------------------------------
 def _decide(plan: _Plan, k: int, ls: np.ndarray, cnt: np.ndarray | None,
             arrears: np.ndarray | None, eq: np.ndarray, de: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -723,7 +731,7 @@ def _terminal(plan: _Plan, cover: _Coverage | None, st, idx: np.ndarray,
                               can_convert=plan.ratio > 0)
 
 
-# ----- one pass over paths ------------------------------------------------------------------------
+# ----- one pass over paths ------------------------------------------------------------
 @dataclass
 class _Record:
     """Pilot paths stored for the backward regression (float32 states)."""
@@ -805,7 +813,8 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
                "stop": np.full(n, K, np.int32), "q_stop": np.ones(n),
                "impaired": np.zeros(n, bool), "cash": np.zeros(n), "shares": np.zeros(n),
                "btc_sold": np.zeros(n), "btc_left": np.zeros(n), "b_stop": np.zeros(n),
-               "s_stop": np.zeros(n), "arrears": np.zeros(n)}
+               "s_stop": np.zeros(n), "arrears": np.zeros(n),
+               "controls": np.zeros((n, _n_controls(plan)))}
     pos = 0
 
     def q_of(idx):
@@ -830,6 +839,7 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
         out["de"][idx] += de_t * plan.dfc[k] * q
         out["code"][idx] = code
         out["stop"][idx] = k
+        out["controls"][idx] = _controls(plan, k, st, idx)
         out["q_stop"][idx] = q
         b, s = np.exp(st["lb"][idx]), np.exp(st["ls"][idx])
         out["b_stop"][idx], out["s_stop"][idx] = b, s
@@ -947,11 +957,10 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
                 alive[idx[ex]] = False
     if pilot:
         return _Record(**rec)
-    out["controls"] = _controls(plan, st)
     return _Outcome(**out)
 
 
-# ----- control variates -------------------------------------------------------------------------
+# ----- control variates ------------------------------------------------------------
 def _btc_strike(plan: _Plan) -> float:
     """BTC price below which the issuer's assets fall short of the claims senior to
     and pari passu with this one (0 if none)."""
@@ -961,42 +970,42 @@ def _btc_strike(plan: _Plan) -> float:
     return max(plan.claims_through - s.cash - s.other_assets, 0.0) / s.btc_holdings
 
 
-def _controls(plan: _Plan, st: dict[str, np.ndarray]) -> np.ndarray:
-    """Discounted control payoffs per path (columns), from the shadow equity path
-    (no hazard drift) and the BTC path at the last date:
-    the European TF payoff max(ratio S_T, final) split r / r + cs, and with a
-    structure a put on BTC struck at :func:`_btc_strike`."""
-    n = st["ls"].size
+def _btc_put(plan: _Plan, k: int, lb: np.ndarray, strike: float) -> np.ndarray:
+    """Black-Scholes value at t_k of a put on BTC struck at ``strike`` expiring at the
+    last date, under the curves (time-t_k USD)."""
+    m = plan.market
+    tau = plan.horizon - plan.times[k]
+    sd = math.sqrt(max(plan.var_b_end - m.variance("btc", plan.times[k]), 1e-16))
+    disc = plan.df[-1] / plan.df[k]
+    fwd = np.exp(lb) / disc * math.exp(-m.carry("btc") * tau)
+    d1 = (np.log(fwd / strike) + 0.5 * sd * sd) / sd
+    return disc * (strike * ndtr(sd - d1) - fwd * ndtr(-d1))
+
+
+def _controls(plan: _Plan, k: int, st: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """Control variates of paths ``idx`` stopping at t_k, discounted to 0: martingales
+    (conditional expectations of a payoff at the last date) stopped at each path's
+    stop, so their means are known by optional stopping. The European TF value of
+    converting or redeeming at maturity, on the shadow equity path (no hazard
+    drift); with a structure, a BTC put struck at :func:`_btc_strike`."""
     cols = []
     if plan.opt.control_variate:
         if plan.ratio > 0:
-            conv = plan.ratio * np.exp(st.get("lss", st["ls"]))
-            cols.append(np.where(conv > plan.final, conv * plan.df[-1], plan.final * plan.dfc[-1]))
+            euro = _european(plan, k, st.get("lss", st["ls"])[idx])
+            cols.append(euro[:, 0] * plan.df[k] + euro[:, 1] * plan.dfc[k])
         strike = _btc_strike(plan)
         if strike > 0:
-            cols.append(plan.df[-1] * np.maximum(strike - np.exp(st["lb"]), 0.0))
-    return np.stack(cols, axis=1) if cols else np.empty((n, 0))
+            cols.append(plan.df[k] * _btc_put(plan, k, st["lb"][idx], strike))
+    return np.stack(cols, axis=1) if cols else np.empty((idx.size, 0))
+
+
+def _n_controls(plan: _Plan) -> int:
+    return int(plan.opt.control_variate) * ((plan.ratio > 0) + (_btc_strike(plan) > 0))
 
 
 def _control_means(plan: _Plan) -> np.ndarray:
-    """Exact expectations of :func:`_controls` (closed forms under the same curves)."""
-    m, out = plan.market, []
-    if not plan.opt.control_variate:
-        return np.empty(0)
-    t = plan.horizon
-    if plan.ratio > 0:
-        cs = -math.log(plan.dfc[-1] / plan.df[-1]) / t
-        proxy = ZeroCouponConvertible(name="control", face=plan.final, notional=plan.final,
-                                      issue_date=m.valuation_date - timedelta(days=1),
-                                      maturity=plan.end_date, conversion_ratio=plan.ratio,
-                                      conversion="european")
-        out.append(analytic.tf_european_zero(proxy, m, credit_spread=cs))
-    strike = _btc_strike(plan)
-    if strike > 0:
-        r = -math.log(plan.df[-1]) / t
-        out.append(analytic.black_scholes(m.btc_price, strike, t, r, m.carry("btc"),
-                                          m.vol("btc", t), call=False))
-    return np.array(out)
+    """Exact expectations of :func:`_controls`: the martingales at time 0."""
+    return _controls(plan, 0, plan.dyn.start(1), np.zeros(1, int))[0]
 
 
 # ----- Longstaff-Schwartz on the pilot paths ------------------------------------------------------
@@ -1037,7 +1046,7 @@ def _fit_policy(plan: _Plan, rec: _Record) -> tuple[dict[int, _Fit], float]:
     return policy, float(np.mean(eq0 + de0))
 
 
-# ----- estimation ---------------------------------------------------------------------------
+# ----- estimation ------------------------------------------------------------
 @dataclass(frozen=True)
 class _Estimate:
     value: float
@@ -1109,7 +1118,7 @@ def _estimate(inst, market: Market, structure: CapitalStructure | None, opt: Opt
                      exercised_now=code_now, plan=plan, outcome=o if keep else None)
 
 
-# ----- the engine ---------------------------------------------------------------------------------
+# ----- the engine ------------------------------------------------------------
 def _check(inst, market: Market, structure: CapitalStructure | None) -> None:
     if inst.kind not in KINDS:
         raise EngineError(f"engine montecarlo does not value {inst.kind} ({inst.name})")
@@ -1117,9 +1126,9 @@ def _check(inst, market: Market, structure: CapitalStructure | None) -> None:
         raise InputError("instrument", inst.name, "is not part of the given structure")
 
 
-def _settings(est: _Estimate, opt: Options) -> dict[str, Any]:
+def _settings(est: _Estimate) -> dict[str, Any]:
     plan = est.plan
-    s = {"engine": "montecarlo", **dataclasses.asdict(opt), "generator": "PCG64",
+    s = {"engine": "montecarlo", **dataclasses.asdict(plan.opt), "generator": "PCG64",
          "block": BLOCK, "time_steps": plan.steps,
          "decision_dates": int(plan.decide.sum()),
          "estimator": "Longstaff-Schwartz policy fitted on pilot paths, valued on fresh paths "
@@ -1174,7 +1183,7 @@ def price(instrument, market: Market, structure: CapitalStructure | None = None,
         vega_btc=sens.get("vega_btc"), vega_equity=sens.get("vega_equity"),
         correlation_sensitivity=sens.get("correlation_sensitivity"),
         p_convert=est.p_convert, p_impaired=est.p_impaired, p_default=est.p_default,
-        std_error=est.std_error, settings=_settings(est, opt), notes=tuple(notes),
+        std_error=est.std_error, settings=_settings(est), notes=tuple(notes),
         extras=extras)
 
 
@@ -1224,7 +1233,7 @@ def simulate_claim(instrument, market: Market, structure: CapitalStructure | Non
                       cash=o.cash, shares=o.shares, survival=o.q_stop, btc_price=o.b_stop,
                       equity_price=o.s_stop, btc_sold=o.btc_sold, btc_left=o.btc_left,
                       arrears=o.arrears, estimate=est.value, std_error=est.std_error,
-                      settings=_settings(est, opt))
+                      settings=_settings(est))
 
 
 @dataclass(frozen=True)
