@@ -3,7 +3,8 @@
     python benchmarks/bench_grid.py [--file fixtures/illustrative.toml] [--engine KIND]
         [--scenarios 64] [--steps N] [--greeks] [--repeat 3] [--no-dask]
 
-Values FILE's structure on a grid of scenarios (BTC and equity spots from -50%
+Values the instruments of FILE that the engine values itself (and common) on a grid
+of scenarios (BTC and equity spots from -50%
 to +50% at constant mNAV, two equity vols) with:
 
 * ``sync``: one core, no pool (the reference);
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 
 import numpy as np
@@ -51,13 +53,22 @@ def scenarios(market: cp.Market, n: int) -> pd.DataFrame:
     return df.iloc[:n].reset_index(drop=True)
 
 
-def best(f, repeat: int) -> tuple[float, pd.DataFrame]:
-    times, out = [], None
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (a local pool's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def best(f, repeat: int) -> tuple[float, float, pd.DataFrame]:
+    """Best wall time of ``repeat`` runs, the CPU seconds of that run, the result."""
+    runs, out = [], None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = cpu_seconds(), time.perf_counter()
         out = f()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+        runs.append((time.perf_counter() - t0, cpu_seconds() - c0))
+    wall, cpu = min(runs)
+    return wall, cpu, out
 
 
 def main() -> None:
@@ -75,31 +86,27 @@ def main() -> None:
     engine, options = (a.engine, {}) if a.engine else default_engine()
     if a.steps:
         options["steps"] = a.steps
-    mod = engines.get(engine)
-    if any(x.kind not in mod.KINDS for x in structure.claims):
-        try:
-            engines.get(engines.DEFAULT_ENGINE)
-        except EngineError:  # value only what this engine can
-            structure = structure.replace(instruments=tuple(
-                x for x in structure.instruments if x.kind in mod.KINDS
-                or x.kind == "common_equity"))
+    kinds = engines.get(engine).KINDS  # only what this engine values itself
+    structure = structure.replace(instruments=tuple(
+        x for x in structure.instruments if x.kind in kinds or x.kind == "common_equity"))
     sc = scenarios(market, a.scenarios)
     kw = dict(greeks=a.greeks, **options)
     print(f"{a.file}: {len(structure.claims)} claims, engine {engine} {options}, "
-          f"greeks {a.greeks}, {len(sc)} scenarios, {os.cpu_count()} cores")
+          f"greeks {a.greeks}, {len(sc)} scenarios, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
 
-    t_sync, ref = best(lambda: value_grid(structure, market, sc, engine, scheduler="sync",
-                                          **kw), a.repeat)
-    rows = [("sync", 1, t_sync)]
+    t_sync, c_sync, ref = best(lambda: value_grid(structure, market, sc, engine,
+                                                  scheduler="sync", **kw), a.repeat)
+    rows = [("sync", 1, t_sync, c_sync)]
 
     def check(df: pd.DataFrame) -> None:
         pd.testing.assert_frame_equal(df, ref)
 
     for sched, w in (("processes", 1), ("threads", 2), ("processes", 2)):
-        t, df = best(lambda s=sched, w=w: value_grid(structure, market, sc, engine,
-                                                     scheduler=s, workers=w, **kw), a.repeat)
+        t, c, df = best(lambda s=sched, w=w: value_grid(structure, market, sc, engine,
+                                                        scheduler=s, workers=w, **kw), a.repeat)
         check(df)
-        rows.append((sched, w, t))
+        rows.append((sched, w, t, c))
 
     if not a.no_dask:
         from distributed import Client, LocalCluster
@@ -109,19 +116,24 @@ def main() -> None:
                               dashboard_address=None) as cl, Client(cl) as c:
                 start = time.perf_counter() - t0
                 value_grid(structure, market, sc.iloc[:2 * w], engine, client=c, **kw)
-                t, df = best(lambda c=c: value_grid(structure, market, sc, engine, client=c,
-                                                    **kw), a.repeat)
+                t, _, df = best(lambda c=c: value_grid(structure, market, sc, engine,
+                                                       client=c, **kw), a.repeat)
                 check(df)
-                rows.append((f"dask LocalCluster (start {start:.1f} s)", w, t))
+                rows.append((f"dask LocalCluster (start {start:.1f} s)", w, t, None))
 
-    print(f"\n{'scheduler':<36} {'workers':>7} {'seconds':>8} {'scen/s':>7} {'vs sync':>8}")
-    for name, w, t in rows:
-        print(f"{name:<36} {w:>7} {t:>8.2f} {len(sc) / t:>7.1f} {t_sync / t:>7.2f}x")
-    d = {(n.split(" (")[0], w): t for n, w, t in rows}
+    # cpu/wall: the cores this run actually got (about 1 on a shared, busy machine
+    # whatever the workers; up to the workers on an idle one)
+    print(f"\n{'scheduler':<36} {'workers':>7} {'seconds':>8} {'scen/s':>7} {'vs sync':>8} "
+          f"{'cpu s':>6} {'cpu/wall':>8}")
+    for name, w, t, c in rows:
+        cpu = f"{c:>6.1f} {c / t:>8.2f}" if c is not None else f"{'-':>6} {'-':>8}"
+        print(f"{name:<36} {w:>7} {t:>8.2f} {len(sc) / t:>7.1f} {t_sync / t:>7.2f}x {cpu}")
+    d = {(n.split(" (")[0], w): t for n, w, t, _ in rows}
     if ("dask LocalCluster", 2) in d:
         one, two = d["dask LocalCluster", 1], d["dask LocalCluster", 2]
         print(f"\ndask: two workers vs one: {one / two:.2f}x")
     print(f"local processes: two workers vs one: {d['processes', 1] / d['processes', 2]:.2f}x")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
