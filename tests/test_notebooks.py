@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, reference_dir
 
 nbformat = pytest.importorskip("nbformat")
