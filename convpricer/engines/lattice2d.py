@@ -65,6 +65,8 @@ TRADING_DAY = 1.0 / 252.0
 #: daily standard deviations: -zeta(1/2) / sqrt(2 pi) (Broadie-Glasserman-Kou).
 BGK_SHIFT = 0.5825971579390106
 _TOL = 1e-9
+#: "An instant before" a due date, in years (conversion allowed then may escape it).
+_INSTANT = 1e-7
 
 
 # ----- options ------------------------------------------------------------------
@@ -530,6 +532,7 @@ class _Step:
     start_up: bool = False          # first N-of-M date: all days so far above the trigger
     smooth: bool = False            # a decision date's kink: cell-average the decisions
     due: bool = False               # structural default test
+    escape: bool = False            # conversion allowed an instant before that test
     coupon: float = 0.0
     dividend: float = 0.0
 
@@ -601,32 +604,72 @@ class _Claim:
             out += self.liquidation(lat, ln_b + u)
         return out / _CELL ** 2
 
+    def _dead(self, lat: _Lattice, k: int, ln_b: np.ndarray, z: np.ndarray, s: np.ndarray,
+              escape: bool, dx: float) -> np.ndarray:
+        """Rows of the value stack for claims liquidated at (ln B, z1 = z, S = s), the
+        conversion-or-liquidation kink smoothed over a width dx of z1 (0: none)."""
+        liq = self.liquidation(lat, ln_b)
+        ratio = self.ratio if escape else 0.0
+        if dx > 0:
+            eq, de, pc = _cell_max(z, s, dx, ratio, liq)
+        else:
+            pc = (ratio * s > liq).astype(float)
+            eq, de = pc * ratio * s, (1 - pc) * liq
+        claim = self.claim(lat.times[k])
+        dead = np.zeros((self.lay.size, *liq.shape))
+        dead[0] = eq
+        dead[self.lay.d] += de
+        if self.lay.u is not None:
+            dead[self.lay.u] = (1 - pc) * np.minimum(liq / claim, 1.0)
+        if self.lay.pc is not None:
+            dead[self.lay.pc] = pc
+            dead[self.lay.pc + 1] = (1 - pc) * (liq < claim * (1 - 1e-12))
+            dead[self.lay.pc + 2] = 1 - pc
+        return dead
+
     def default(self, lat: _Lattice, k: int, v: np.ndarray, escape: bool) -> np.ndarray:
-        """Structural default test at a due date, in place: the cell average of
-        (liquidation where insolvent, v elsewhere). With ``escape`` (conversion is
-        allowed) the holder converts an instant before the test where that is worth
-        more than the liquidation payout: the limit of converting on the last step
-        before it. Returns the insolvent share of each cell."""
+        """Structural default test at a due date, in place: each node takes the average
+        over its cell of (liquidation where insolvent, its value elsewhere). With
+        ``escape`` (conversion allowed) a holder converts an instant before the test
+        where that beats the liquidation payout: the limit of converting on the last
+        step before it. Cells wholly insolvent are liquidated with the conversion kink
+        averaged over z1; on cells the boundary crosses, _CELL x _CELL sub-points
+        carry the value linearly from the neighbours and the liquidation exactly.
+        Returns the insolvent share of each cell."""
         shape = v.shape[1:]
         f = np.broadcast_to(lat.below(k, self.ln_insolvent), shape)
-        m = f > 0
-        if m.any():
-            liq = self.liquidation(lat, np.broadcast_to(lat.ln_btc(k), shape)[m])
-            z = np.broadcast_to(lat.z1[:, None], shape)[m]
-            eq, de, pc = _cell_max(z, np.broadcast_to(lat.s, shape)[m], lat.dx1,
-                                   self.ratio if escape else 0.0, liq)
-            claim = self.claim(lat.times[k])
-            dead = np.zeros((v.shape[0], liq.size))
-            dead[0] = eq
-            dead[self.lay.d] += de
-            if self.lay.u is not None:
-                dead[self.lay.u] = (1 - pc) * np.minimum(liq / claim, 1.0)
-            if self.lay.pc is not None:
-                dead[self.lay.pc] = pc
-                dead[self.lay.pc + 1] = (1 - pc) * (liq < claim * (1 - 1e-12))
-                dead[self.lay.pc + 2] = 1 - pc
-            fm = f[m]
-            v[:, m] = fm * dead + (1 - fm) * v[:, m]
+        ln_b = np.broadcast_to(lat.ln_btc(k), shape)
+        z = np.broadcast_to(lat.z1[:, None], shape)
+        s = np.broadcast_to(lat.s, shape)
+        full = f >= 1.0
+        cut = (f > 0.0) & ~full
+        before = v.copy() if cut.any() and full.any() else v
+        if full.any():
+            v[:, full] = self._dead(lat, k, ln_b[full], z[full], s[full], escape, lat.dx1)
+        if cut.any():
+            v, after = before, v
+            i, j = np.nonzero(cut)
+            n1, n2 = shape
+            up, dn = np.minimum(i + 1, n1 - 1), np.maximum(i - 1, 0)
+            g1 = (v[:, up, j] - v[:, dn, j]) / np.maximum(up - dn, 1)
+            if n2 > 1:
+                rt, lt = np.minimum(j + 1, n2 - 1), np.maximum(j - 1, 0)
+                g2 = (v[:, i, rt] - v[:, i, lt]) / np.maximum(rt - lt, 1)
+            else:
+                g2 = np.zeros_like(g1)
+            centre = v[:, i, j]
+            level = self.ln_insolvent - lat.ln_b[k]
+            u = lat.gamma * z[cut] + lat.z2[j] if n2 > 1 else lat.gamma * z[cut]
+            mid = (np.arange(_CELL) + 0.5) / _CELL - 0.5
+            acc = np.zeros_like(centre)
+            for a in mid:
+                for b in mid if lat.two else (0.0,):
+                    d1, d2 = a * lat.dx1, b * lat.dx2
+                    live = centre + a * g1 + b * g2
+                    dead = self._dead(lat, k, ln_b[cut] + lat.gamma * d1 + d2, z[cut] + d1,
+                                      s[cut] * math.exp(d1), escape, 0.0)
+                    acc += np.where(u + lat.gamma * d1 + d2 < level, dead, live)
+            after[:, i, j] = acc / (_CELL * (_CELL if lat.two else 1))
         return f
 
     def apply(self, lat: _Lattice, k: int, v: np.ndarray, st: _Step, conv: np.ndarray,
@@ -649,7 +692,7 @@ class _Claim:
                 call, mask = st.call, True
             _exercise(v, self.lay, conv, st.convert, st.put, call, mask,
                       smooth=lat.dx1 if st.smooth else None, call_weight=weight)
-        solvent = 1.0 - self.default(lat, k, v, st.convert) if st.due else 1.0
+        solvent = 1.0 - self.default(lat, k, v, st.escape) if st.due else 1.0
         if st.coupon:
             v[self.lay.d] += solvent * st.coupon
         if st.dividend:
@@ -724,7 +767,8 @@ class _Note(_Claim):
 
     def step(self, lat: _Lattice, k: int) -> _Step:
         t, sch = lat.times[k], self.sch
-        st = _Step(convert=self.can_convert(t), due=self.credit.is_due(t))
+        st = _Step(convert=self.can_convert(t), due=self.credit.is_due(t),
+                   escape=self.can_convert(t - _INSTANT))
         if sch.is_put_time(t):
             st.put = sch.put_price + float(sch.accrued(t))
         if sch.call_allowed(t) and t >= self.call_from - _TOL:
@@ -752,7 +796,7 @@ class _Note(_Claim):
         if self.lay.pc is not None:
             v[self.lay.pc] = pc
         if self.credit.is_due(lat.times[k]):
-            self.default(lat, k, v, ratio > 0)
+            self.default(lat, k, v, self.can_convert(lat.times[k] - _INSTANT))
         return v
 
 
@@ -789,7 +833,7 @@ class _Preferred(_Claim):
 
     def step(self, lat: _Lattice, k: int) -> _Step:
         t, sch = lat.times[k], self.sch
-        st = _Step(convert=self.ratio > 0, due=self.credit.is_due(t))
+        st = _Step(convert=self.ratio > 0, due=self.credit.is_due(t), escape=self.ratio > 0)
         start = sch.call_start
         if start is not None and t >= start - _TOL:
             st.call = sch.call_price
