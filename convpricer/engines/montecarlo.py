@@ -290,6 +290,8 @@ class _Plan:
     claims_through: float       # USD of claims senior to and pari passu with the claim
     var_s_end: float            # equity variance to the last date
     var_b_end: float            # BTC variance to the last date
+    next_due: np.ndarray        # index of the next structural test after t_k (-1: none)
+    dyn_var_b: np.ndarray       # BTC variance to t_k
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -309,10 +311,6 @@ class _Plan:
         return self.trigger_n is not None
 
     @property
-    def uses_coverage(self) -> bool:
-        return self.structure is not None
-
-    @property
     def cumulative(self) -> bool:
         return isinstance(self.inst, PreferredStock) and self.inst.cumulative
 
@@ -322,6 +320,17 @@ def _on_grid(times: np.ndarray, ts: np.ndarray) -> np.ndarray:
     idx = np.searchsorted(times, np.asarray(ts) - _TOL)
     return idx[(idx < times.size)][np.abs(times[idx[idx < times.size]] - ts[idx < times.size])
                                    < 1e-7]
+
+
+def _eves(market: Market, times: np.ndarray) -> np.ndarray:
+    """The NYSE business day before each of ``times`` (dates on the Act/365 grid): a
+    holder's last chance to convert before a structural default test."""
+    out = []
+    for t in times:
+        d = ql_date(market.valuation_date + timedelta(days=round(t * 365)))
+        eve = CALENDAR.advance(d, -1, ql.Days)
+        out.append(market.time(date(eve.year(), eve.month(), eve.dayOfMonth())))
+    return np.array([t for t in out if t > 0])
 
 
 def _claims_through(structure: CapitalStructure, inst) -> float:
@@ -367,6 +376,8 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
                      "value = liquidation payout with the path's arrears, or conversion")
     due_t = credit.due_times[credit.due_times <= horizon + _TOL]
     events.append(due_t)
+    if inst.conversion_ratio > 0:
+        events.append(_eves(market, due_t))
     times, monitored = _grid(market, horizon, np.concatenate(events), opt.steps_per_year, daily)
     nk = times.size
     dyn = _Dynamics(market, credit, times)
@@ -422,6 +433,10 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
                     funding_events[k] = (d, (*prev[1], j))
     ratio = inst.conversion_ratio
     s_ref = inst.face / ratio if ratio > 0 else market.equity_price
+    due_idx = np.flatnonzero(due) if credit.structural else np.empty(0, int)
+    pos = np.searchsorted(due_idx, np.arange(nk), side="right")
+    next_due = np.where(pos < due_idx.size, due_idx[np.minimum(pos, due_idx.size - 1)], -1) \
+        if due_idx.size else np.full(nk, -1)
     return _Plan(inst=inst, market=market, structure=structure, credit=credit, opt=opt,
                  times=times, monitored=monitored, dyn=dyn, df=df, dfc=df * np.exp(-cs * times),
                  face=face, ratio=ratio, s_ref=s_ref, final=final, convert_ok=convert_ok,
@@ -432,6 +447,7 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
                  claims_through=0.0 if structure is None else _claims_through(structure, inst),
                  var_s_end=float(market.variance("equity", horizon)),
                  var_b_end=float(market.variance("btc", horizon)),
+                 next_due=next_due, dyn_var_b=market.variance("btc", times),
                  notes=notes)
 
 
@@ -610,27 +626,44 @@ class _Fit:
     hi: np.ndarray
 
 
-def _state_vars(plan: _Plan, ls: np.ndarray, cov: np.ndarray | None) -> np.ndarray:
+def _state_vars(plan: _Plan, ls: np.ndarray, la: np.ndarray | None) -> np.ndarray:
+    """ln(S/K) and, with a structure, ln(assets / claims senior to and pari passu
+    with the claim), clipped."""
     xi = np.clip(ls - math.log(plan.s_ref), -_XI_CLIP, _XI_CLIP)
-    return np.stack([xi] if cov is None else [xi, cov])
+    if la is None:
+        return xi[None]
+    cov = np.clip(la - math.log(max(plan.claims_through, 1.0)), -_COV_CLIP, _COV_CLIP)
+    return np.stack([xi, cov])
+
+
+def _fails_next_test(plan: _Plan, k: int, la: np.ndarray) -> np.ndarray | None:
+    """Probability that the assets (log-normal with BTC's volatility) are below the
+    notes' face at the next structural test after t_k: the shape that default
+    gives the continuation. None without a test ahead."""
+    d = plan.next_due[k]
+    if d < 0:
+        return None
+    m = plan.market
+    sd = math.sqrt(max(plan.dyn_var_b[d] - plan.dyn_var_b[k], 1e-16))
+    drift = math.log(plan.df[k] / plan.df[d]) \
+        - m.carry("btc") * (plan.times[d] - plan.times[k]) - 0.5 * sd * sd
+    return ndtr((math.log(plan.structure.debt) - la - drift) / sd)
 
 
 def _basis(plan: _Plan, v: np.ndarray, cnt: np.ndarray | None,
-           cap: np.ndarray | None) -> np.ndarray:
-    """Regressors, one per row (p, n): 1, the call cap (what min(European,
-    max(call price, parity)) takes off the European value, per face; callable
-    claims), monomials of the state variables v = (ln S/K, ln coverage) to
-    basis_degree, and with an N-of-M trigger the count fraction c, c ln S/K, c^2
-    and c x cap."""
+           extra: list[np.ndarray]) -> np.ndarray:
+    """Regressors, one per row (p, n): 1, the shape regressors ``extra`` (call cap,
+    default probability), monomials of the state variables v (:func:`_state_vars`)
+    to basis_degree, and with an N-of-M trigger the count fraction c, c ln S/K and
+    c^2."""
     deg = plan.opt.basis_degree
     exps = _exponents(v.shape[0], deg)
-    rows = 1 + (cap is not None) + len(exps) + (0 if cnt is None else 3 + (cap is not None))
+    rows = 1 + len(extra) + len(exps) + (0 if cnt is None else 3)
     x = np.empty((rows, v.shape[1]))
     x[0] = 1.0
-    i = 1
-    if cap is not None:
-        x[i] = cap
-        i += 1
+    for i, e in enumerate(extra, start=1):
+        x[i] = e
+    i = 1 + len(extra)
     powers = [[None, var] for var in v]
     for pw in powers:
         for _ in range(2, deg + 1):
@@ -642,15 +675,17 @@ def _basis(plan: _Plan, v: np.ndarray, cnt: np.ndarray | None,
     if cnt is not None:
         frac = np.minimum(cnt / plan.trigger_n, 1.0)
         x[i], x[i + 1], x[i + 2] = frac, frac * v[0], frac * frac
-        if cap is not None:
-            x[i + 3] = frac * cap
     return x
 
 
-def _weights(plan: _Plan, ls: np.ndarray) -> np.ndarray:
-    """Regression weights 1 / max(1, parity / face)^2: the realised values' noise
-    grows with parity."""
-    return 1.0 / np.maximum(1.0, plan.ratio * np.exp(ls) / plan.face) ** 2
+def _weights(plan: _Plan, ls: np.ndarray, la: np.ndarray | None) -> np.ndarray:
+    """Regression weights 1 / max(1, parity / face, NAV parity / face)^2: the
+    realised values' noise grows with what the claim converts into (shares, or a
+    share of the issuer's assets in a liquidation)."""
+    scale = plan.ratio * np.exp(ls)
+    if la is not None:
+        scale = np.maximum(scale, plan.ratio * np.exp(la) / plan.structure.shares_outstanding)
+    return 1.0 / np.maximum(1.0, scale / plan.face) ** 2
 
 
 def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -676,21 +711,33 @@ def _cap(plan: _Plan, k: int, ls: np.ndarray, euro: np.ndarray) -> np.ndarray | 
 
 
 
-def _continuation(plan: _Plan, k: int, ls: np.ndarray, cov: np.ndarray | None,
+def _continuation(plan: _Plan, k: int, ls: np.ndarray, la: np.ndarray | None,
                   cnt: np.ndarray | None, fit: _Fit | None = None,
-                  y: np.ndarray | None = None) -> tuple[np.ndarray, _Fit]:
+                  y: np.ndarray | None = None, noise: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, _Fit]:
     """Regressed continuation (share part, cash part), time-t_k USD per unit: the
     European value plus the fitted excess. With ``y`` (realised values) the
-    regression is fitted first. Returns (continuation, fit)."""
-    v = _state_vars(plan, ls, cov)
+    regression is fitted first, with ``noise`` (n, p) as extra regressors: the
+    increments of the control martingales from t_k to each path's stop, whose
+    conditional mean is zero; they soak up noise in y and are left out of the
+    prediction. ``la``: ln(issuer assets) (with a structure).
+    Returns (continuation, fit)."""
+    v = _state_vars(plan, ls, la)
     euro = _european(plan, k, ls)
+    extra = []
     cap = _cap(plan, k, ls, euro)
+    if cap is not None:
+        extra += [cap] if cnt is None else [cap, cap * np.minimum(cnt / plan.trigger_n, 1.0)]
+    fails = None if la is None else _fails_next_test(plan, k, la)
+    if fails is not None:
+        extra += [fails, fails * (euro[:, 0] + euro[:, 1]) / plan.face]
     if y is not None:
-        lo, hi = v.min(axis=1), v.max(axis=1)
-        x = _basis(plan, v, cnt, cap)
-        fit = _Fit(_fit(x, y - euro, _weights(plan, ls)), lo, hi)
+        x = _basis(plan, v, cnt, extra)
+        xn = x if noise is None or not noise.size else np.vstack([x, noise.T])
+        coef = _fit(xn, y - euro, _weights(plan, ls, la))[: x.shape[0]]
+        fit = _Fit(coef, v.min(axis=1), v.max(axis=1))
     else:
-        x = _basis(plan, np.clip(v, fit.lo[:, None], fit.hi[:, None]), cnt, cap)
+        x = _basis(plan, np.clip(v, fit.lo[:, None], fit.hi[:, None]), cnt, extra)
     return euro + x.T @ fit.coef, fit
 
 
@@ -737,12 +784,13 @@ class _Record:
     """Pilot paths stored for the backward regression (float32 states)."""
 
     ls: np.ndarray                     # (K+1, n) ln S
-    cov: np.ndarray | None             # (K+1, n) clipped ln(assets / claims)
+    la: np.ndarray | None              # (K+1, n) ln(issuer assets)
     cnt: np.ndarray | None             # (K+1, n) trigger count
     q: np.ndarray | None               # (K+1, n) survival
     arrears: np.ndarray | None         # (K+1, n) preferred arrears per share
     flux: np.ndarray | None            # (K, n) PV of the hazard recovery over each step
     cash: dict[int, np.ndarray]        # k -> PV of the cash paid at t_k (per path)
+    ctrl: dict[int, np.ndarray]        # k -> controls (n, p) where a path may stop
     dead: np.ndarray                   # first structural default index (K+1: none)
     dead_value: np.ndarray             # PV of the liquidation value there
     term_eq: np.ndarray                # PV of the terminal share part
@@ -769,10 +817,10 @@ class _Outcome:
     controls: np.ndarray    # (n, p) discounted control payoffs
 
 
-def _cov(plan: _Plan, cover: _Coverage, st, idx: np.ndarray) -> np.ndarray:
-    a = cover.assets(st, idx)
-    return np.clip(np.log(np.maximum(a, 1e-300) / max(plan.claims_through, 1.0)),
-                   -_COV_CLIP, _COV_CLIP)
+def _log_assets(cover: _Coverage | None, st, idx: np.ndarray) -> np.ndarray | None:
+    if cover is None:
+        return None
+    return np.log(np.maximum(cover.assets(st, idx), 1e-300))
 
 
 def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | None
@@ -800,12 +848,13 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
     f32 = np.float32
     if pilot:
         rec["ls"] = np.empty((K + 1, n), f32)
-        rec["cov"] = np.empty((K + 1, n), f32) if cover is not None else None
+        rec["la"] = np.empty((K + 1, n), f32) if cover is not None else None
         rec["cnt"] = np.empty((K + 1, n), np.int16) if plan.nofm else None
         rec["q"] = np.empty((K + 1, n), f32) if dyn.hazard else None
         rec["arrears"] = np.empty((K + 1, n), f32) if plan.cumulative else None
         rec["flux"] = np.empty((K, n), f32) if dyn.hazard else None
         rec["cash"] = {}
+        rec["ctrl"] = {}
         rec["dead"] = np.full(n, K + 1, np.int32)
         rec["dead_value"] = np.zeros(n)
     else:
@@ -868,14 +917,16 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
 
     def record(k: int) -> None:
         rec["ls"][k] = st["ls"]
-        if rec["cov"] is not None:
-            rec["cov"][k] = _cov(plan, cover, st, allidx)
+        if rec["la"] is not None:
+            rec["la"][k] = _log_assets(cover, st, allidx)
         if rec["cnt"] is not None:
             rec["cnt"][k] = cnt
         if rec["q"] is not None:
             rec["q"][k] = np.exp(st["lq"])
         if rec["arrears"] is not None:
             rec["arrears"][k] = arrears_of(allidx)
+        if plan.decide[k] or plan.due[k] or k == K:
+            rec["ctrl"][k] = _controls(plan, k, st, allidx)
 
     monitor(0)
     if pilot:
@@ -948,8 +999,8 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
             idx = np.flatnonzero(alive)
             c = None if cnt is None else cnt[idx]
             a = arrears_of(idx)
-            cov = _cov(plan, cover, st, idx) if cover is not None else None
-            cont = _continuation(plan, kk, st["ls"][idx], cov, c, fit=policy[kk])[0]
+            la = _log_assets(cover, st, idx)
+            cont = _continuation(plan, kk, st["ls"][idx], la, c, fit=policy[kk])[0]
             eq_t, de_t, code = _decide(plan, kk, st["ls"][idx], c, a, cont[:, 0], cont[:, 1])
             ex = code != decisions.HOLD
             if ex.any():
@@ -987,7 +1038,9 @@ def _controls(plan: _Plan, k: int, st: dict[str, np.ndarray], idx: np.ndarray) -
     (conditional expectations of a payoff at the last date) stopped at each path's
     stop, so their means are known by optional stopping. The European TF value of
     converting or redeeming at maturity, on the shadow equity path (no hazard
-    drift); with a structure, a BTC put struck at :func:`_btc_strike`."""
+    drift); with a structure, a BTC put struck at :func:`_btc_strike` and the
+    discounted BTC price itself (what a claim converting inside a liquidation
+    tracks)."""
     cols = []
     if plan.opt.control_variate:
         if plan.ratio > 0:
@@ -996,11 +1049,15 @@ def _controls(plan: _Plan, k: int, st: dict[str, np.ndarray], idx: np.ndarray) -
         strike = _btc_strike(plan)
         if strike > 0:
             cols.append(plan.df[k] * _btc_put(plan, k, st["lb"][idx], strike))
+        if plan.structure is not None:
+            carry = plan.market.carry("btc") * plan.times[k]
+            cols.append(plan.df[k] * np.exp(st["lb"][idx] + carry))
     return np.stack(cols, axis=1) if cols else np.empty((idx.size, 0))
 
 
 def _n_controls(plan: _Plan) -> int:
-    return int(plan.opt.control_variate) * ((plan.ratio > 0) + (_btc_strike(plan) > 0))
+    return int(plan.opt.control_variate) * ((plan.ratio > 0) + (_btc_strike(plan) > 0)
+                                            + (plan.structure is not None))
 
 
 def _control_means(plan: _Plan) -> np.ndarray:
@@ -1014,11 +1071,14 @@ def _fit_policy(plan: _Plan, rec: _Record) -> tuple[dict[int, _Fit], float]:
     date (basis -> share part, cash part, in time-t USD) and the in-sample value."""
     K = plan.steps
     eq0, de0 = rec.term_eq.copy(), rec.term_de.copy()
+    c0 = rec.ctrl[K].copy()      # controls at each path's current stop
 
     def liquidate(k: int) -> None:
         m = rec.dead == k
         eq0[m] = 0.0
         de0[m] = rec.dead_value[m]
+        if m.any():
+            c0[m] = rec.ctrl[k][m]
 
     liquidate(K)
     policy: dict[int, _Fit] = {}
@@ -1029,15 +1089,17 @@ def _fit_policy(plan: _Plan, rec: _Record) -> tuple[dict[int, _Fit], float]:
             idx = np.flatnonzero(rec.dead > k)
             q = rec.q[k][idx].astype(float) if rec.q is not None else np.ones(idx.size)
             ls = rec.ls[k][idx].astype(float)
-            cov = None if rec.cov is None else rec.cov[k][idx].astype(float)
+            la = None if rec.la is None else rec.la[k][idx].astype(float)
             cnt = None if rec.cnt is None else rec.cnt[k][idx]
             arr = None if rec.arrears is None else rec.arrears[k][idx].astype(float)
             y = np.stack([eq0[idx] / (plan.df[k] * q), de0[idx] / (plan.dfc[k] * q)], axis=1)
-            fitted, policy[k] = _continuation(plan, k, ls, cov, cnt, y=y)
+            noise = (c0[idx] - rec.ctrl[k][idx]) / plan.df[k]
+            fitted, policy[k] = _continuation(plan, k, ls, la, cnt, y=y, noise=noise)
             eq_t, de_t, code = _decide(plan, k, ls, cnt, arr, fitted[:, 0], fitted[:, 1])
             ex = code != decisions.HOLD
             eq0[idx[ex]] = eq_t[ex] * plan.df[k] * q[ex]
             de0[idx[ex]] = de_t[ex] * plan.dfc[k] * q[ex]
+            c0[idx[ex]] = rec.ctrl[k][idx[ex]]
         if k in rec.cash:
             de0 += rec.cash[k]
         liquidate(k)
