@@ -32,8 +32,10 @@ and ``FdmStepConditionProxy``): the tests price exchange options with it.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -47,15 +49,16 @@ from ..decisions import CALLED_CONVERTED, CONVERTED, HOLD, exercise
 from ..errors import EngineError, InputError
 from ..greeks import bump_greeks
 from ..instruments import PreferredStock, ZeroCouponConvertible
-from ..market import Curve, Market
+from ..market import Curve, Market, ql_date
 from ..results import PricingResult
 from ..schedule import PREFERRED_HORIZON, convertible_schedule, preferred_schedule, time_grid
 from ..structure import CapitalStructure
 from . import check_options
+from .lattice2d import BGK_SHIFT, TRADING_DAY, trigger_shift
 
 KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_stock"})
 OPTIONS = frozenset({"steps", "grid_equity", "grid_btc", "scheme", "damping_steps",
-                     "preferred_horizon"})
+                     "monitoring", "preferred_horizon"})
 
 #: ADI schemes of QuantLib's FdmSchemeDesc accepted by the ``scheme`` option.
 SCHEMES: dict[str, Callable[[], ql.FdmSchemeDesc]] = {
@@ -67,6 +70,10 @@ SCHEMES: dict[str, Callable[[], ql.FdmSchemeDesc]] = {
 #: Defaults (docs/sections/fdm2d.md: about 1e-3 relative or better against the
 #: converged value on the illustrative notes, about a second per valuation).
 DEFAULT_SCHEME = "hundsdorfer"
+#: When a note's issuer may call: "daily" on NYSE trading days of the call
+#: window (each one a time step, as in montecarlo), or "grid" at every time step.
+MONITORING = ("daily", "grid")
+CALENDAR = ql.UnitedStates(ql.UnitedStates.NYSE)
 DEFAULT_STEPS_PER_YEAR = 50
 MIN_STEPS = 10
 DEFAULT_GRID_EQUITY = 150
@@ -80,6 +87,9 @@ MESH_EPS = 1e-4
 MESH_SCALE = 1.5
 MESH_YEARS = 10.0
 MESH_DENSITY = 0.05
+#: Stronger concentration at a soft-call trigger: the daily call keeps the value
+#: discontinuous there on the scale of one day's diffusion.
+TRIGGER_DENSITY = 0.02
 #: BTC mesh size when the value does not depend on B (no capital structure).
 FLAT_GRID_BTC = 3
 
@@ -95,6 +105,7 @@ class _Options:
     grid_btc: int
     scheme: str
     damping_steps: int
+    monitoring: str
     preferred_horizon: float
 
     @classmethod
@@ -111,6 +122,10 @@ class _Options:
         if scheme not in SCHEMES:
             raise EngineError(f"engine fdm2d: scheme = {scheme!r} is not one of "
                               f"{', '.join(SCHEMES)}")
+        monitoring = options.get("monitoring", MONITORING[0])
+        if monitoring not in MONITORING:
+            raise EngineError(f"engine fdm2d: monitoring = {monitoring!r} is not one of "
+                              f"{', '.join(MONITORING)}")
         horizon = options.get("preferred_horizon", PREFERRED_HORIZON)
         if isinstance(horizon, bool) or not isinstance(horizon, int | float) \
                 or not 0 < horizon <= 100:
@@ -121,7 +136,7 @@ class _Options:
                    grid_btc=integer("grid_btc", DEFAULT_GRID_BTC, MIN_GRID),
                    scheme=scheme, damping_steps=integer("damping_steps",
                                                         DEFAULT_DAMPING_STEPS, 0),
-                   preferred_horizon=float(horizon))
+                   monitoring=monitoring, preferred_horizon=float(horizon))
 
 
 # ----- numpy <-> QuantLib Array ---------------------------------------------------------
@@ -180,7 +195,7 @@ def _process(market: Market, asset: str, *, rate_spread: float = 0.0,
         _spread(market.carry_handle(asset), carry_spread),
         _spread(market.yield_handle, rate_spread), market.vol_handle(asset))
 
-
+# ----- mesh ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Mesh:
     """The (ln S, ln B) mesh; arrays on it have shape (nB, nS) (S fastest)."""
@@ -195,13 +210,13 @@ class _Mesh:
 
     @property
     def equity(self) -> np.ndarray:
-        """S at every node, shape (1, nS)."""
+        """S at the nodes, shape (1, nS)."""
         return np.exp(self.x)[None, :]
 
     @property
     def btc(self) -> np.ndarray:
-        """B nodes, shape (nB,)."""
-        return np.exp(self.y)
+        """B at the nodes, shape (nB, 1)."""
+        return np.exp(self.y)[:, None]
 
     def interpolate(self, surface: np.ndarray, equity_price: float, btc_price: float) -> float:
         """Bicubic spline of ``surface`` (nB, nS) in log coordinates at (S, B)."""
@@ -211,46 +226,174 @@ class _Mesh:
 
 
 def _mesher(size: int, process: ql.GeneralizedBlackScholesProcess, years: float,
-            kink: float | None) -> ql.Fdm1dMesher:
-    """ln-price mesh: FdmBlackScholesMesher's width, concentrated at ``kink`` with the
-    kink on a node. (FdmBlackScholesMesher's own cPoint concentrates without
-    pinning the point to a node in QuantLib 1.44, which costs the second order.)"""
+            kinks: tuple[tuple[float, float], ...] = ()) -> ql.Fdm1dMesher:
+    """ln-price mesh of one factor: FdmBlackScholesMesher's width, concentrated at
+    each kink (price in USD, density) with the kink on a node, and at the spot.
+    (FdmBlackScholesMesher's own cPoint concentrates at one point without pinning
+    it to a node in QuantLib 1.44, which costs the second order at a discontinuity.)"""
     uniform = ql.FdmBlackScholesMesher(size, process, years, process.x0(), ql.nullDouble(),
                                        ql.nullDouble(), MESH_EPS, MESH_SCALE, _NULL_POINT)
     lo, hi = uniform.location(0), uniform.location(size - 1)
-    if kink is None or not lo < np.log(kink) < hi:
-        return uniform
-    return ql.Concentrating1dMesher(lo, hi, size, (float(np.log(kink)), MESH_DENSITY), True)
+    points = {float(np.log(k)): (d, True) for k, d in kinks if k > 0 and lo < np.log(k) < hi}
+    spot = float(np.log(process.x0()))
+    if all(abs(spot - x) > MESH_DENSITY for x in points):
+        points[spot] = (MESH_DENSITY, False)
+    return ql.Concentrating1dMesher(
+        lo, hi, size, [ql.Concentrating1dMesherPoint(x, d, required)
+                       for x, (d, required) in sorted(points.items())], 1e-8)
 
 
-def _above(x: np.ndarray, level: float) -> np.ndarray:
-    """For each node's cell (between midpoints) the fraction above ``level`` (ln
-    price). Splitting the terminal value by it keeps the discontinuous
-    Tsiveriotis-Fernandes parts second-order accurate (half and half on the
-    node at the kink)."""
+def _build_mesh(market: Market, horizon: float, n_s: int, n_b: int,
+                kinks: _Kinks) -> _Mesh:
+    years = min(horizon, MESH_YEARS)
+    ms = _mesher(n_s, market.process("equity"), years, kinks.equity)
+    mb = _mesher(n_b, market.process("btc"), years, kinks.btc)
+    return _Mesh(ql.FdmMesherComposite(ms, mb), np.array(ms.locations()),
+                 np.array(mb.locations()))
+
+
+def _above(x: np.ndarray, level: Any) -> np.ndarray:
+    """For each node's cell (between midpoints of ``x``) the fraction above ``level``
+    (same units as x; an array of levels broadcasts against the cells, e.g. one per
+    BTC row). Weighting a discontinuous update by it (half and half on a node at the
+    discontinuity) keeps the second order."""
     mid = 0.5 * (x[1:] + x[:-1])
     a = np.concatenate([[x[0]], mid])
     b = np.concatenate([mid, [x[-1]]])
     return (b - np.clip(level, a, b)) / (b - a)
 
 
-def _build_mesh(market: Market, horizon: float, n_s: int, n_b: int, s_kink: float | None,
-                b_kink: float | None) -> _Mesh:
-    years = min(horizon, MESH_YEARS)
-    ms = _mesher(n_s, market.process("equity"), years, s_kink)
-    mb = _mesher(n_b, market.process("btc"), years, b_kink)
-    composite = ql.FdmMesherComposite(ms, mb)
-    return _Mesh(composite, np.array(ms.locations()), np.array(mb.locations()))
+def _below(y: np.ndarray, barrier: float | None,
+           nodal: Callable[[], np.ndarray]) -> np.ndarray:
+    """Fraction of each B cell (ln B nodes ``y``) below ``barrier`` (USD), shape
+    (nB, 1); without a barrier the predicate ``nodal`` holds everywhere or nowhere."""
+    if barrier is None:
+        return nodal().astype(float)[:, None]
+    return 1.0 - _above(y, np.log(barrier))[:, None]
 
 
+def _switch(pred: Callable[[np.ndarray], np.ndarray], guess: float) -> float | None:
+    """The BTC price where a monotone predicate of B changes value (bisection in
+    ln B), or None if it does not change between guess * 1e-8 and guess * 1e8."""
+    lo, hi = np.log(guess) - 18.0, np.log(guess) + 18.0
+    p_lo = bool(pred(np.array([np.exp(lo)]))[0])
+    if bool(pred(np.array([np.exp(hi)]))[0]) == p_lo:
+        return None
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if bool(pred(np.array([np.exp(mid)]))[0]) == p_lo:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp(0.5 * (lo + hi)))
+
+
+def _split(x: np.ndarray, conversion: np.ndarray, cash: Any, ratio: float
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """max(conversion, cash) as (share part, cash part, fraction converting): the
+    cash part is ``cash`` times the fraction of each S cell below the conversion
+    price cash / ratio, so the discontinuous Tsiveriotis-Fernandes parts stay
+    second-order accurate. ``cash``: scalar or (nB, 1)."""
+    cash = np.asarray(cash, dtype=float)
+    shape = np.broadcast_shapes(conversion.shape, cash.shape)
+    if ratio <= 0:
+        return np.zeros(shape), np.broadcast_to(cash, shape).copy(), np.zeros(shape)
+    with np.errstate(divide="ignore"):
+        frac = _above(x, np.log(cash / ratio))
+    debt = cash * (1.0 - frac)
+    return np.maximum(conversion, cash) - debt, np.broadcast_to(debt, shape).copy(), \
+        np.broadcast_to(frac, shape).copy()
+
+
+@dataclass(frozen=True)
+class _Kinks:
+    """Where the claim's updates are discontinuous or kinked (USD), with the mesh
+    density to concentrate there."""
+
+    equity: tuple[tuple[float, float], ...]   # conversion price, soft-call trigger
+    btc: tuple[tuple[float, float], ...]      # default and dividend surplus barriers
+    trigger: float | None           # soft-call trigger price tested on each call date
+    insolvency: float | None        # B below which the issuer is insolvent
+    surplus: float | None           # B from which a preferred dividend is paid
+
+    @classmethod
+    def of(cls, inst: Any, market: Market, credit: Credit) -> _Kinks:
+        b0 = market.btc_price
+        insolvency = _switch(credit.insolvent, b0) if credit.structural else None
+        surplus = trigger = None
+        if isinstance(inst, PreferredStock):
+            claim = inst.liquidation_preference + inst.arrears
+            equity = ((claim / inst.conversion_ratio, MESH_DENSITY),) \
+                if inst.conversion_ratio > 0 else ()
+            if credit.structure is not None:
+                surplus = _switch(lambda b: credit.dividend_paid(inst, b), b0)
+        else:
+            sch = convertible_schedule(inst, market.valuation_date)
+            equity = ((_final(sch) / inst.conversion_ratio, MESH_DENSITY),) \
+                if inst.conversion_ratio > 0 else ()
+            trigger = _trigger(inst, market)
+            if trigger is not None:
+                equity = (*equity, (trigger, TRIGGER_DENSITY))
+        btc = tuple((b, MESH_DENSITY) for b in (insolvency, surplus) if b is not None)
+        return cls(equity, btc, trigger, insolvency, surplus)
+
+
+def _final(sch: Any) -> float:
+    """Redemption plus the coupon paid at maturity, USD per note."""
+    last = sch.coupon_times.size and abs(sch.coupon_times[-1] - sch.maturity) < _TOL
+    return sch.redemption + (float(sch.coupon_amounts[-1]) if last else 0.0)
+
+
+def _call_from(note: ZeroCouponConvertible, market: Market) -> float | None:
+    """First time a call is possible: call_start, and not before an N-of-M trigger
+    can hold (trading days before the valuation date count as below)."""
+    sch = convertible_schedule(note, market.valuation_date)
+    if sch.call_start is None:
+        return None
+    return max(sch.call_start, ((note.call_trigger_days or 1) - 1) * TRADING_DAY)
+
+
+def _trigger(note: ZeroCouponConvertible, market: Market) -> float | None:
+    """The price tested on each call date. A single-day trigger tested daily is the
+    trigger itself; an N-of-M rule is the single-day rule at a trigger moved by
+    (trigger_shift(N, M) - BGK_SHIFT) daily standard deviations (lattice2d's
+    equivalent continuous barriers of both rules, docs/sections/lattice2d.md)."""
+    trig = note.call_trigger_price
+    start = _call_from(note, market)
+    if trig is None or start is None or note.call_trigger_days is None:
+        return trig
+    t1 = market.time(note.maturity)
+    var = market.variance("equity", np.array([start, t1]))
+    vol = float(np.sqrt((var[1] - var[0]) / (t1 - start)))
+    shift = trigger_shift(note.call_trigger_days, note.call_trigger_window) - BGK_SHIFT
+    return trig * float(np.exp(shift * vol * np.sqrt(TRADING_DAY)))
+
+
+def _call_days(note: ZeroCouponConvertible, market: Market) -> np.ndarray:
+    """Times of the NYSE trading days on which the issuer may call (from the first
+    call date, or today, to the day before maturity)."""
+    vd = market.valuation_date
+    days = CALENDAR.businessDayList(ql_date(max(note.call_start, vd)),
+                                    ql_date(note.maturity) - 1)
+    times = np.array([market.time(date(d.year(), d.month(), d.dayOfMonth())) for d in days])
+    return times[times >= _call_from(note, market) - _TOL]
+
+
+def _preferred_horizon(market: Market, years: float) -> float:
+    """The horizon in model time: ``years`` rounded to whole days (as lattice2d,
+    montecarlo)."""
+    return market.time(market.valuation_date + timedelta(days=round(years * 365)))
+
+
+# ----- time stepping ---------------------------------------------------------------------
 def _conditions() -> ql.FdmStepConditionComposite:
     return ql.FdmStepConditionComposite([], ql.FdmStepConditionVector())
 
 
 class _Stepper:
     """Backward solvers of one market: ``r`` discounts at the risk-free rate, ``cs``
-    at rate + credit spread with the same drift. The equity carry holds the
-    hazard compensation -h0 * L of a constant hazard rate (``hazard_carry``)."""
+    at rate + credit spread with the same drift. The equity carry includes
+    ``hazard_carry`` = -h(S0) * L (the compensation of the hazard at S0)."""
 
     def __init__(self, market: Market, mesh: _Mesh, rho: float, horizon: float,
                  spread: float, hazard_carry: float, scheme: str) -> None:
@@ -276,13 +419,31 @@ class _Stepper:
             main.rollback(a, t_from, t_to, 1, 0)
 
 
+def _upwind(x: np.ndarray, speed: np.ndarray, dt: float) -> np.ndarray:
+    """Banded matrix (1 lower, 1 upper diagonal) of one implicit upwind step of
+    dV/dtau = a(x) dV/dx in backward time: forward differences where a > 0,
+    backward where a < 0 (monotone, first order in the mesh)."""
+    n = x.size
+    dx = np.diff(x)
+    up = np.zeros(n)
+    down = np.zeros(n)
+    up[:-1] = np.maximum(speed[:-1], 0.0) * dt / dx
+    down[1:] = np.maximum(-speed[1:], 0.0) * dt / dx
+    ab = np.zeros((3, n))
+    ab[0, 1:] = -up[:-1]
+    ab[1] = 1.0 + up + down
+    ab[2, :-1] = -down[1:]
+    return ab
+
+
 # ----- the claim's rules on the mesh ----------------------------------------------------
 @dataclass
 class _State:
-    """Numpy values of one date, shape (nB, nS). ``equity`` / ``debt``: the
-    Tsiveriotis-Fernandes parts (one array ``equity`` holds the whole value when
-    there is no spread); ``arrears``: value of 1 USD of preferred arrears;
-    ``p_*``: probabilities divided by the discount factor to the date."""
+    """Values at one date, shape (nB, nS). ``equity`` / ``debt``: the
+    Tsiveriotis-Fernandes parts (without a spread ``debt`` is folded into
+    ``equity`` between dates); ``arrears``: value of 1 USD of preferred arrears
+    added to the terminal claim; ``p_*``: probabilities divided by the discount
+    factor to the date."""
 
     equity: np.ndarray
     debt: np.ndarray
@@ -294,204 +455,255 @@ class _State:
     def fields(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in vars(self).items() if v is not None}
 
+    def blend(self, other: _State, w: np.ndarray) -> _State:
+        """w * other + (1 - w) * self, field by field."""
+        return _State(**{k: w * getattr(other, k) + (1.0 - w) * v
+                         for k, v in self.fields().items()})
+
+    def settle(self, dec: np.ndarray, scale: float) -> None:
+        """Probabilities and arrears where a decision ends the claim (in place)."""
+        converted = (dec == CONVERTED) | (dec == CALLED_CONVERTED)
+        ended = dec != HOLD
+        if self.arrears is not None:   # lost at conversion, paid at a call
+            self.arrears = np.where(converted, 0.0, np.where(ended, 1.0, self.arrears))
+        if self.p_convert is not None:
+            self.p_convert = np.where(ended, converted * scale, self.p_convert)
+            self.p_impaired = np.where(ended, 0.0, self.p_impaired)
+            self.p_default = np.where(ended, 0.0, self.p_default)
+
 
 class _Rules:
-    """What happens to a claim on the mesh: terminal value, events, hazard default."""
+    """A claim on the mesh: its dates, its terminal value, what happens on each
+    date (decisions, then the structural default test, then cash flows on the
+    solvent part, as lattice2d), its hazard default."""
 
+    inst: Any
     horizon: float
-    times_of_events: np.ndarray
+    ratio: float
+    event_times: np.ndarray
     restarts: np.ndarray        # times after which the scheme is damped again
-    needs_btc: bool
-    face: float                 # the claim, for p_impaired
-    recovery: float             # recovery at a hazard default, USD per unit
-    arrears_recovery = 0.0
+    arrears = False             # carries the value of 1 USD of arrears
 
-    def __init__(self, market: Market, credit: Credit, mesh: _Mesh) -> None:
-        self.market, self.credit, self.mesh = market, credit, mesh
-        self.S = mesh.equity
-        self.B = mesh.btc
+    def __init__(self, market: Market, credit: Credit, mesh: _Mesh, kinks: _Kinks) -> None:
+        self.market = market
+        self.credit = credit
+        self.mesh = mesh
+        self.conversion = self.ratio * mesh.equity
+        #: fraction of each B cell in default, shape (nB, 1)
+        self.insolvent = _below(mesh.y, kinks.insolvency,
+                                lambda: credit.insolvent(mesh.btc[:, 0]))
+        # a cell the barrier cuts pays the liquidation value in the middle of its
+        # insolvent part
+        b = mesh.btc[:, 0].copy()
+        cut = (self.insolvent[:, 0] > 0) & (self.insolvent[:, 0] < 1)
+        if cut.any():
+            lower = np.concatenate([[mesh.y[0]], 0.5 * (mesh.y[1:] + mesh.y[:-1])])
+            b[cut] = np.exp(0.5 * (lower[cut] + np.log(kinks.insolvency)))
+        self.liq = credit.liquidation_value(self.inst, b)[:, None] \
+            if credit.structural else None
 
-    def _liquidation(self, instrument: Any) -> np.ndarray | None:
-        if self.credit.structure is None:
-            return None
-        return self.credit.liquidation_value(instrument, self.B)[:, None]
+    def claim(self, t: float) -> float:
+        """What the holder is owed at t (USD per unit), for p_impaired."""
+        raise NotImplementedError
 
-    def _insolvent(self, t: float) -> np.ndarray | None:
-        if not (self.credit.structural and self.credit.is_due(t)):
-            return None
-        mask = self.credit.insolvent(self.B)
-        return mask[:, None] if mask.any() else None
+    def can_convert(self, t: float) -> bool:
+        raise NotImplementedError
 
-    @staticmethod
-    def _end(st: _State, ended: np.ndarray, converted: np.ndarray, scale: float) -> None:
-        """Probabilities where the claim ends by a decision (converted or repaid)."""
-        if st.p_convert is None:
-            return
-        st.p_convert = np.where(ended, converted * scale, st.p_convert)
-        st.p_impaired = np.where(ended, 0.0, st.p_impaired)
-        st.p_default = np.where(ended, 0.0, st.p_default)
+    def terminal(self, scale: float, probabilities: bool) -> _State:
+        raise NotImplementedError
+
+    def decide(self, t: float, st: _State, scale: float) -> _State | None:
+        """Holder's and issuer's decisions at t (None: none possible)."""
+        raise NotImplementedError
+
+    def pay(self, t: float, st: _State, solvent: Any) -> bool:
+        """Cash flows of t on the solvent part, in place; whether there were any."""
+        raise NotImplementedError
+
+    def start(self, scale: float, probabilities: bool) -> _State:
+        """The state at the horizon, after its default test."""
+        st = self.terminal(scale, probabilities)
+        return self._default(self.horizon, st, scale) if self._due(self.horizon) else st
+
+    def events(self, t: float, st: _State, scale: float) -> _State | None:
+        """The state after what happens at t < horizon (None: nothing happens)."""
+        out = self.decide(t, st, scale)
+        due = self._due(t)
+        st = out or st
+        if due:
+            st = self._default(t, st, scale)
+        paid = self.pay(t, st, 1.0 - self.insolvent if due else 1.0)
+        return st if out is not None or due or paid else None
+
+    def _due(self, t: float) -> bool:
+        return self.credit.structural and self.credit.is_due(t) and bool(self.insolvent.any())
+
+    def _default(self, t: float, st: _State, scale: float) -> _State:
+        """Structural default on the insolvent part of each B cell: the liquidation
+        payout in cash, or conversion an instant before where that is allowed and
+        worth more (the limit of converting on the step before, as lattice2d)."""
+        ratio = self.ratio if self.can_convert(t) else 0.0
+        eq, de, frac = _split(self.mesh.x, self.conversion, self.liq, ratio)
+        dead = _State(equity=eq, debt=de)
+        claim = self.claim(t)
         if st.arrears is not None:
-            st.arrears = np.where(converted, 0.0, np.where(ended, 1.0, st.arrears))
-
-    def _default(self, st: _State, mask: np.ndarray, liq: np.ndarray, claim: float,
-                 scale: float) -> None:
-        """Structural default where ``mask``: liquidation value in cash."""
-        st.equity = np.where(mask, 0.0, st.equity)
-        st.debt = np.where(mask, liq, st.debt)
+            dead.arrears = (1.0 - frac) * np.minimum(self.liq / claim, 1.0)
         if st.p_convert is not None:
-            st.p_convert = np.where(mask, 0.0, st.p_convert)
-            st.p_impaired = np.where(mask, (liq < claim - 1e-9) * scale, st.p_impaired)
-            st.p_default = np.where(mask, scale, st.p_default)
-
-    def terminal(self, st: _State) -> None:
-        raise NotImplementedError
-
-    def events(self, t: float, st: _State, scale: float) -> bool:
-        """Apply what happens at ``t`` (in place); returns whether anything did."""
-        raise NotImplementedError
+            dead.p_convert = frac * scale
+            dead.p_impaired = (1.0 - frac) * (self.liq < claim * (1 - 1e-12)) * scale
+            dead.p_default = (1.0 - frac) * scale
+        return st.blend(dead, self.insolvent)
 
     def default_payoff(self, t: float) -> np.ndarray:
-        raise NotImplementedError
+        return self.credit.default_payoff(self.inst, self.mesh.equity[0], self.can_convert(t))
 
 
 class _NoteRules(_Rules):
     def __init__(self, note: ZeroCouponConvertible, market: Market, credit: Credit,
-                 mesh: _Mesh) -> None:
-        super().__init__(market, credit, mesh)
-        self.note = note
+                 mesh: _Mesh, kinks: _Kinks, monitoring: str) -> None:
+        self.inst = note
+        self.ratio = note.conversion_ratio
+        super().__init__(market, credit, mesh, kinks)
         self.sch = sch = convertible_schedule(note, market.valuation_date)
         self.horizon = sch.maturity
-        self.face = note.face
-        self.recovery = note.recovery_rate * note.face
+        self.call_from = _call_from(note, market)
+        #: call dates (None: every time step from call_from)
+        self.call_days = _call_days(note, market) \
+            if monitoring == "daily" and self.call_from is not None else None
         due = credit.due_times[credit.due_times <= sch.maturity + _TOL]
-        self.times_of_events = np.unique(np.concatenate([sch.event_times(), due]))
-        self.restarts = np.unique(np.concatenate([[sch.maturity], sch.put_times, due]))
-        self.needs_btc = credit.structural
-        self.conversion = sch.conversion_ratio * self.S
-        trig = sch.trigger_price
-        self.call_mask = True if trig is None else self.S >= trig
-        self.liq = self._liquidation(note) if credit.structural else None
+        starts = [] if self.call_from is None else [self.call_from]
+        self.event_times = np.concatenate(
+            [sch.event_times(), due, starts, [] if self.call_days is None else self.call_days])
+        self.restarts = np.concatenate([[sch.maturity], sch.put_times, due, starts])
+        #: fraction of each S cell where a soft call is allowed, shape (1, nS)
+        self.callable = np.ones((1, mesh.x.size)) if kinks.trigger is None \
+            else _above(mesh.x, np.log(kinks.trigger))[None, :]
 
-    def _coupon(self, t: float) -> float:
-        m = np.abs(self.sch.coupon_times - t) < _TOL
-        return float(self.sch.coupon_amounts[m].sum()) if m.any() else 0.0
-
-    def terminal(self, st: _State) -> None:
-        """Nothing before the events at maturity (which pay redemption or convert)."""
-
-    def _maturity(self, st: _State, coupon: float, scale: float) -> None:
-        """max(ratio * S, redemption + last coupon); the cash part is the
-        redemption times the fraction of the node's cell below the conversion price."""
-        pay = self.sch.redemption + coupon
-        ratio = self.sch.conversion_ratio
-        frac = _above(self.mesh.x, float(np.log(pay / ratio))) if ratio > 0 \
-            else np.zeros(self.mesh.x.size)
-        debt = pay * (1.0 - frac)
-        st.equity = np.broadcast_to(np.maximum(self.conversion, pay) - debt,
-                                    st.equity.shape).copy()
-        st.debt = np.broadcast_to(debt, st.debt.shape).copy()
-        if st.p_convert is not None:
-            st.p_convert = np.broadcast_to(frac * scale, st.equity.shape).copy()
-
-    def events(self, t: float, st: _State, scale: float) -> bool:
+    def accrued(self, t: float) -> float:
+        """Accrued coupon at t, zero on a coupon date (grid times are rounded: a
+        time a hair before a coupon date must not accrue the whole period)."""
         sch = self.sch
-        coupon = self._coupon(t)
-        put = sch.is_put_time(t)
-        call = sch.call_allowed(t)
-        convert = sch.conversion_allowed(t)
-        insolvent = self._insolvent(t)
-        if abs(t - sch.maturity) < _TOL:
-            self._maturity(st, coupon, scale)
-        elif coupon or put or call or convert:
-            st.debt = st.debt + coupon
-            accrued = float(sch.accrued(t)) + coupon
-            eq, de, dec = exercise(
-                st.equity, st.debt, np.broadcast_to(self.conversion, st.equity.shape),
-                can_convert=convert, put_value=sch.put_price + accrued if put else None,
-                call_value=sch.call_price + accrued if call else None,
-                call_mask=self.call_mask)
-            st.equity, st.debt = eq, de
-            self._end(st, dec != HOLD, (dec == CONVERTED) | (dec == CALLED_CONVERTED), scale)
-        elif insolvent is None:
-            return False
-        if insolvent is not None:
-            self._default(st, insolvent, self.liq, self.face + float(sch.accrued(t)), scale)
-        return True
+        edges = np.concatenate([sch.coupon_times, sch.period_starts])
+        if edges.size and np.min(np.abs(edges - t)) < _TOL:
+            return 0.0
+        return float(sch.accrued(t))
 
-    def default_payoff(self, t: float) -> np.ndarray:
-        return self.credit.default_payoff(self.note, self.S,
-                                          self.sch.conversion_allowed(t))
+    def claim(self, t: float) -> float:
+        return self.sch.redemption + self.accrued(t)
+
+    def can_convert(self, t: float) -> bool:
+        return self.ratio > 0 and self.sch.conversion_allowed(t)
+
+    def terminal(self, scale: float, probabilities: bool) -> _State:
+        ratio = self.ratio if self.can_convert(self.horizon) else 0.0
+        eq, de, frac = _split(self.mesh.x, self.conversion, _final(self.sch), ratio)
+        shape = self.mesh.shape
+        st = _State(equity=np.broadcast_to(eq, shape).copy(),
+                    debt=np.broadcast_to(de, shape).copy())
+        if probabilities:
+            st.p_convert = np.broadcast_to(frac * scale, shape).copy()
+            st.p_impaired, st.p_default = np.zeros(shape), np.zeros(shape)
+        return st
+
+    def _calls(self, t: float) -> bool:
+        if self.call_from is None or t < self.call_from - _TOL \
+                or not self.sch.call_allowed(t):
+            return False
+        return self.call_days is None or bool(np.any(np.abs(self.call_days - t) < _TOL))
+
+    def _exercise(self, st: _State, t: float, scale: float, call: bool) -> _State:
+        sch = self.sch
+        accrued = self.accrued(t)
+        eq, de, dec = exercise(
+            st.equity, st.debt, np.broadcast_to(self.conversion, st.equity.shape),
+            can_convert=self.can_convert(t),
+            put_value=sch.put_price + accrued if sch.is_put_time(t) else None,
+            call_value=sch.call_price + accrued if call else None)
+        out = _State(**{**st.fields(), "equity": eq, "debt": de})
+        out.settle(dec, scale)
+        return out
+
+    def decide(self, t: float, st: _State, scale: float) -> _State | None:
+        call = self._calls(t)
+        if not (call or self.can_convert(t) or self.sch.is_put_time(t)):
+            return None
+        out = self._exercise(st, t, scale, call)
+        if call and not self.callable.all():   # soft call: no call below the trigger
+            out = self._exercise(st, t, scale, False).blend(out, self.callable)
+        return out
+
+    def pay(self, t: float, st: _State, solvent: Any) -> bool:
+        hit = np.abs(self.sch.coupon_times - t) < _TOL
+        if not hit.any():
+            return False
+        st.debt = st.debt + solvent * float(self.sch.coupon_amounts[hit].sum())
+        return True
 
 
 class _PreferredRules(_Rules):
     def __init__(self, pref: PreferredStock, market: Market, credit: Credit, mesh: _Mesh,
-                 horizon: float) -> None:
-        super().__init__(market, credit, mesh)
-        self.pref = pref
+                 kinks: _Kinks, horizon: float) -> None:
+        self.inst = pref
+        self.ratio = pref.conversion_ratio
+        super().__init__(market, credit, mesh, kinks)
         self.sch = sch = preferred_schedule(pref, market.valuation_date, horizon)
         self.horizon = horizon
-        claim = pref.liquidation_preference + pref.arrears
-        self.face = claim
+        self.arrears = pref.cumulative
         due = credit.due_times[credit.due_times <= horizon + _TOL]
-        extra = [sch.call_start] if sch.call_start else []
-        self.times_of_events = np.unique(np.concatenate([sch.dividend_times, due, extra]))
+        calls = [] if sch.call_start is None else [sch.call_start]
+        self.event_times = np.concatenate([sch.dividend_times, due, calls])
         structured = credit.structure is not None
-        self.restarts = np.unique(np.concatenate(
-            [[horizon], due, sch.dividend_times if structured else []]))
-        self.needs_btc = structured
-        self.conversion = pref.conversion_ratio * self.S
-        liq = self._liquidation(pref)
-        #: fraction of the claim (preference + arrears) paid in a liquidation
-        self.recovered = np.ones((self.B.size, 1)) if liq is None \
-            else np.minimum(liq / claim, 1.0)
-        self.liq = self.recovered * claim
-        self.paid = np.ones((self.B.size, 1), bool) if not structured \
-            else credit.dividend_paid(pref, self.B)[:, None]
-        self.arrears_recovery = pref.recovery_rate
-        self.recovery = pref.recovery_rate * pref.liquidation_preference
+        self.restarts = np.concatenate(
+            [[horizon], due, calls, sch.dividend_times if structured else []])
+        #: fraction of each B cell where a dividend passes the surplus test
+        self.paid = 1.0 - _below(mesh.y, kinks.surplus,
+                                 lambda: ~credit.dividend_paid(pref, mesh.btc[:, 0])) \
+            if structured else np.ones((mesh.y.size, 1))
 
-    @property
-    def carries_arrears(self) -> bool:
-        return self.pref.cumulative and (not bool(self.paid.all()) or self.pref.arrears > 0)
+    def claim(self, t: float) -> float:
+        return self.inst.liquidation_preference + self.inst.arrears
 
-    def terminal(self, st: _State) -> None:
-        st.debt = st.debt + self.recovered * self.pref.liquidation_preference
-        if st.arrears is not None:
-            st.arrears = st.arrears + self.recovered
+    def can_convert(self, t: float) -> bool:
+        return self.ratio > 0
 
-    def events(self, t: float, st: _State, scale: float) -> bool:
-        sch = self.sch
-        dividend = bool(np.any(np.abs(sch.dividend_times - t) < _TOL))
-        call = sch.call_start is not None and sch.call_start - _TOL <= t < self.horizon - _TOL
-        convert = self.pref.conversion_ratio > 0
-        insolvent = self._insolvent(t)
-        at_horizon = abs(t - self.horizon) < _TOL
-        if not (dividend or call or convert or insolvent is not None or at_horizon):
+    def terminal(self, scale: float, probabilities: bool) -> _State:
+        """At the horizon: the liquidation payout (the claim without a structure),
+        or conversion if worth more."""
+        claim = self.claim(self.horizon)
+        cash = np.full((self.mesh.y.size, 1), claim) if self.credit.structure is None \
+            else self.credit.liquidation_value(self.inst, self.mesh.btc[:, 0])[:, None]
+        eq, de, frac = _split(self.mesh.x, self.conversion, cash, self.ratio)
+        st = _State(equity=eq, debt=de)
+        recovered = np.minimum(cash / claim, 1.0)
+        if self.arrears:
+            st.arrears = (1.0 - frac) * recovered
+        if probabilities:
+            st.p_convert = frac * scale
+            st.p_impaired = (1.0 - frac) * (recovered < 1 - 1e-12) * scale
+            st.p_default = np.zeros(eq.shape)
+        return st
+
+    def decide(self, t: float, st: _State, scale: float) -> _State | None:
+        start = self.sch.call_start
+        call = start is not None and t >= start - _TOL
+        if not (call or self.ratio > 0):
+            return None
+        eq, de, dec = exercise(st.equity, st.debt,
+                               np.broadcast_to(self.conversion, st.equity.shape),
+                               can_convert=self.ratio > 0,
+                               call_value=self.sch.call_price if call else None)
+        out = _State(**{**st.fields(), "equity": eq, "debt": de})
+        out.settle(dec, scale)
+        return out
+
+    def pay(self, t: float, st: _State, solvent: Any) -> bool:
+        """A dividend out of surplus; a missed cumulative one adds to the terminal
+        claim (valued by ``arrears``), a missed non-cumulative one is lost."""
+        if not np.any(np.abs(self.sch.dividend_times - t) < _TOL):
             return False
-        paid = 0.0
-        if dividend:
-            paid = np.where(self.paid, sch.dividend, 0.0)
-            missed = sch.dividend - paid
-            if st.arrears is not None:
-                st.debt = st.debt + missed * st.arrears
-                st.arrears = np.where(self.paid, 1.0, st.arrears)
-            st.debt = st.debt + paid
-        if call or convert:
-            call_value = sch.call_price + paid if call else None
-            eq, de, dec = exercise(st.equity, st.debt,
-                                   np.broadcast_to(self.conversion, st.equity.shape),
-                                   can_convert=convert, call_value=call_value)
-            st.equity, st.debt = eq, de
-            self._end(st, dec != HOLD, (dec == CONVERTED) | (dec == CALLED_CONVERTED), scale)
-        if insolvent is not None:
-            self._default(st, insolvent, self.recovered * self.pref.liquidation_preference,
-                          self.pref.liquidation_preference, scale)
-            if st.arrears is not None:
-                st.arrears = np.where(insolvent, self.recovered, st.arrears)
+        owed = self.paid if st.arrears is None else self.paid + (1 - self.paid) * st.arrears
+        st.debt = st.debt + self.sch.dividend * solvent * owed
         return True
-
-    def default_payoff(self, t: float) -> np.ndarray:
-        return self.credit.default_payoff(self.pref, self.S, self.pref.conversion_ratio > 0)
 
 
 # ----- one valuation ---------------------------------------------------------------------
@@ -502,6 +714,7 @@ class _Plan:
     instrument: ZeroCouponConvertible | PreferredStock
     structure: CapitalStructure | None
     options: _Options
+    kinks: _Kinks
     mesh: _Mesh
     times: np.ndarray
     horizon: float
@@ -519,87 +732,57 @@ class _Solution:
 def _rules(plan: _Plan, market: Market, credit: Credit) -> _Rules:
     inst = plan.instrument
     if isinstance(inst, PreferredStock):
-        return _PreferredRules(inst, market, credit, plan.mesh, plan.horizon)
-    return _NoteRules(inst, market, credit, plan.mesh)
-
-
-def _upwind(mesh: _Mesh, speed: np.ndarray, dt: float) -> np.ndarray:
-    """Banded matrix (lower, upper = 1, 1) of one implicit upwind step of
-    dV/dtau = a(x) dV/dx in backward time: forward differences where a > 0,
-    backward differences where a < 0 (monotone, first order in x)."""
-    n = mesh.x.size
-    dx = np.diff(mesh.x)
-    up = np.zeros(n)
-    down = np.zeros(n)
-    up[:-1] = np.maximum(speed[:-1], 0.0) * dt / dx
-    down[1:] = np.maximum(-speed[1:], 0.0) * dt / dx
-    ab = np.zeros((3, n))
-    ab[0, 1:] = -up[:-1]
-    ab[1] = 1.0 + up + down
-    ab[2, :-1] = -down[1:]
-    return ab
+        return _PreferredRules(inst, market, credit, plan.mesh, plan.kinks, plan.horizon)
+    return _NoteRules(inst, market, credit, plan.mesh, plan.kinks, plan.options.monitoring)
 
 
 def _solve(plan: _Plan, market: Market, *, probabilities: bool) -> _Solution:
-    """Backward induction on the mesh under ``market``."""
-    inst, mesh, opts = plan.instrument, plan.mesh, plan.options
+    """Backward induction on the plan's mesh and time grid under ``market``."""
+    inst, mesh, opts, times = plan.instrument, plan.mesh, plan.options, plan.times
     credit = Credit(plan.structure, market)
     rules = _rules(plan, market, credit)
     spread = credit_spread(inst)
-    h = credit.hazard(np.exp(mesh.x))                         # per S node
-    loss = credit.equity_loss
-    h0 = credit.hazard_rate if credit.has_hazard else 0.0
     if credit.has_hazard and spread > 0:
         raise EngineError(f"engine fdm2d: {inst.name} has both a credit_spread and an "
                           "issuer hazard rate")
-    stepper = _Stepper(market, mesh, plan.rho, plan.horizon, spread, -min(h0, h.max()) * loss,
+    h = credit.hazard(np.exp(mesh.x))                            # per S node
+    h0 = float(credit.hazard(np.array(market.equity_price)))     # in the operator's drift
+    loss = credit.equity_loss
+    stepper = _Stepper(market, mesh, plan.rho, plan.horizon, spread, -h0 * loss,
                        opts.scheme)
-    # residual equity drift (h(S) - h0) * L of a state-dependent hazard (operator splitting)
-    residual = (h - min(h0, h.max())) * loss if credit.has_hazard else None
-    zeros = np.zeros(mesh.shape)
-    st = _State(equity=zeros, debt=zeros)
-    if isinstance(rules, _PreferredRules) and rules.carries_arrears:
-        st.arrears = zeros
-    if probabilities:
-        st.p_convert, st.p_impaired, st.p_default = zeros, zeros, zeros
-    rules.terminal(st)
-    times = plan.times
-    df_end = float(market.discount(times[-1]))
-    rules.events(times[-1], st, 1.0 / df_end)
-    kinds = {"equity": "r", "debt": "cs" if spread > 0 else "r"}
     split = spread > 0
+    zeros = np.zeros(mesh.shape)
+    st = rules.start(1.0 / float(market.discount(times[-1])), probabilities)
     if not split:
         st.equity, st.debt = st.equity + st.debt, zeros
     arrays = {k: ql.Array(v.ravel().tolist()) for k, v in st.fields().items()
               if split or k != "debt"}
-    restarts = rules.restarts
-    damp_left = opts.damping_steps
+    damp_left = 0
+    restarts = np.unique(np.round(rules.restarts, 12))
     for i in range(times.size - 2, -1, -1):
         t0, t1 = float(times[i]), float(times[i + 1])
         if np.any(np.abs(restarts - t1) < _TOL):
             damp_left = opts.damping_steps
-        damp = damp_left > 0
-        damp_left -= 1
         for k, a in arrays.items():
-            stepper.roll(a, kinds.get(k, "r"), t1, t0, damp)
-        vals = {k: _read(a).reshape(mesh.shape) for k, a in arrays.items()}
-        st = _State(debt=vals.pop("debt", zeros), **vals)
-        scale = 1.0 / float(market.discount(t0))
+            stepper.roll(a, "cs" if k == "debt" else "r", t1, t0, damp_left > 0)
+        damp_left -= 1
+        st = _State(**{"debt": zeros, **{k: _read(a).reshape(mesh.shape)
+                                         for k, a in arrays.items()}})
+        df0 = float(market.discount(t0))
         if credit.has_hazard:
-            _hazard_step(st, rules, h, residual, mesh, t0, t1 - t0, scale)
-        changed = rules.events(t0, st, scale)
+            rate = float(np.log(df0 / market.discount(t1))) / (t1 - t0)
+            st = _hazard_step(st, rules, h, (h - h0) * loss, rate, t0, t1 - t0, 1.0 / df0)
+        after = rules.events(t0, st, 1.0 / df0)
+        if after is None and not credit.has_hazard:
+            continue
+        st = after or st
         if not split:
             st.equity, st.debt = st.equity + st.debt, zeros
-        if changed or credit.has_hazard:
-            for k, v in st.fields().items():
-                if k in arrays:
-                    _write(arrays[k], v)
+        for k, a in arrays.items():
+            _write(a, getattr(st, k))
     vals = {k: _read(a).reshape(mesh.shape) for k, a in arrays.items()}
     s0, b0 = market.equity_price, market.btc_price
-    value_surface = vals["equity"] + vals.get("debt", 0.0)
-    if "arrears" in vals:
-        value_surface = value_surface + inst.arrears * vals["arrears"]
-    value = mesh.interpolate(value_surface, s0, b0)
+    value = mesh.interpolate(vals["equity"] + vals.get("debt", 0.0), s0, b0)
     if not probabilities:
         return _Solution(value)
     p = {k: float(np.clip(mesh.interpolate(vals[k], s0, b0), 0.0, 1.0))
@@ -607,35 +790,37 @@ def _solve(plan: _Plan, market: Market, *, probabilities: bool) -> _Solution:
     return _Solution(value, **p)
 
 
-def _hazard_step(st: _State, rules: _Rules, h: np.ndarray, residual: np.ndarray | None,
-                 mesh: _Mesh, t: float, dt: float, scale: float) -> None:
-    """Operator splitting of the hazard over one step: the residual equity drift
-    (implicit upwind), then survival exp(-h dt) with the default payoff as source."""
+def _hazard_step(st: _State, rules: _Rules, h: np.ndarray, residual: np.ndarray,
+                 rate: float, t: float, dt: float, scale: float) -> _State:
+    """Operator splitting of the hazard over one step: the equity drift the
+    operator lacks, (h(S) - h(S0)) * L (implicit upwind), then survival
+    exp(-h dt), the default payoff received at the default time (discounted
+    within the step) and default probabilities."""
     fields = st.fields()
-    if residual is not None and np.any(residual != 0):
-        ab = _upwind(mesh, residual, dt)
+    if np.any(residual != 0):
+        nb = st.equity.shape[0]
         names = list(fields)
         rhs = np.concatenate([fields[k].T for k in names], axis=1)     # (nS, nB * k)
-        out = solve_banded((1, 1), ab, rhs, check_finite=False)
-        nb = mesh.shape[0]
-        for j, k in enumerate(names):
-            setattr(st, k, out[:, j * nb:(j + 1) * nb].T.copy())
+        out = solve_banded((1, 1), _upwind(rules.mesh.x, residual, dt), rhs,
+                           check_finite=False)
+        fields = {k: out[:, j * nb:(j + 1) * nb].T for j, k in enumerate(names)}
     surv = np.exp(-h * dt)[None, :]
-    hit = 1.0 - surv
-    payoff = rules.default_payoff(t)
-    st.equity = surv * st.equity
-    st.debt = surv * st.debt + hit * payoff
-    if st.arrears is not None:
-        st.arrears = surv * st.arrears + hit * rules.arrears_recovery
-    if st.p_convert is not None:
-        converts = payoff > rules.recovery + 1e-12
-        st.p_convert = surv * st.p_convert + hit * converts * scale
-        st.p_impaired = surv * st.p_impaired + hit * scale
-        st.p_default = surv * st.p_default + hit * scale
+    # integral of h exp(-(r + h) s) ds over the step
+    weight = (h / (rate + h) * -np.expm1(-(rate + h) * dt))[None, :] if abs(rate) > 0 \
+        else 1.0 - surv
+    out = _State(equity=surv * fields["equity"],
+                 debt=surv * fields["debt"] + weight * rules.default_payoff(t))
+    if "arrears" in fields:
+        out.arrears = surv * fields["arrears"]
+    if "p_convert" in fields:
+        out.p_convert = surv * fields["p_convert"]
+        out.p_impaired = surv * fields["p_impaired"] + (1.0 - surv) * scale
+        out.p_default = surv * fields["p_default"] + (1.0 - surv) * scale
+    return out
 
 
 # ----- the engine ------------------------------------------------------------------------
-def _check_supported(inst: Any, market: Market, structure: CapitalStructure | None) -> None:
+def _check_supported(inst: Any, market: Market) -> None:
     if not isinstance(inst, ZeroCouponConvertible | PreferredStock):
         raise EngineError(f"engine fdm2d does not value {getattr(inst, 'kind', inst)!r}")
     if isinstance(inst, ZeroCouponConvertible) and inst.maturity <= market.valuation_date:
@@ -645,29 +830,24 @@ def _check_supported(inst: Any, market: Market, structure: CapitalStructure | No
 
 def _plan(inst: Any, market: Market, structure: CapitalStructure | None,
           opts: _Options) -> _Plan:
-    """Horizon, time grid and mesh (from the unbumped market)."""
+    """Horizon, kinks, mesh (from the unbumped market) and time grid."""
     credit = Credit(structure, market)
     if isinstance(inst, PreferredStock):
-        horizon = opts.preferred_horizon
-        s_kink = inst.liquidation_preference / inst.conversion_ratio \
-            if inst.conversion_ratio > 0 else None
+        horizon = _preferred_horizon(market, opts.preferred_horizon)
         needs_btc = structure is not None
     else:
         horizon = market.time(inst.maturity)
-        s_kink = inst.conversion_price if inst.conversion_ratio > 0 else None
         needs_btc = credit.structural
-    b_kink = None
-    if needs_btc and structure.btc_holdings > 0:
-        barrier = (structure.debt - structure.cash - structure.other_assets) \
-            / structure.btc_holdings
-        b_kink = barrier if barrier > 0 else None
-    n_b = opts.grid_btc if needs_btc else FLAT_GRID_BTC
-    mesh = _build_mesh(market, horizon, opts.grid_equity, n_b, s_kink, b_kink)
+    kinks = _Kinks.of(inst, market, credit)
+    mesh = _build_mesh(market, horizon, opts.grid_equity,
+                       opts.grid_btc if needs_btc else FLAT_GRID_BTC, kinks)
     steps = opts.steps or max(MIN_STEPS, round(DEFAULT_STEPS_PER_YEAR * horizon))
-    dummy = _rules(_Plan(inst, structure, opts, mesh, np.empty(0), horizon, 0.0), market,
-                   credit)
-    times = time_grid(dummy.times_of_events, horizon, steps)
-    return _Plan(inst, structure, opts, mesh, times, horizon, market.correlation)
+    plan = _Plan(inst, structure, opts, kinks, mesh, np.empty(0), horizon, market.correlation)
+    # one time per event: times from different sources agree to rounding only, and
+    # the horizon is the terminal date
+    events = np.unique(np.round(_rules(plan, market, credit).event_times, 12))
+    events = events[(events > _TOL) & (events < horizon - _TOL)]
+    return dataclasses.replace(plan, times=time_grid(events, horizon, steps))
 
 
 def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
@@ -676,17 +856,17 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
     """Value one note (USD per note of ``face``) or preferred share (USD per share).
 
     Options: ``steps`` (time steps to the horizon, default
-    ``DEFAULT_STEPS_PER_YEAR`` per year), ``grid_equity`` and ``grid_btc`` (mesh
-    nodes per factor), ``scheme`` (one of :data:`SCHEMES`), ``damping_steps``
-    (implicit-Euler steps after each non-smooth event) and ``preferred_horizon``
-    (years, preferred stock only).
+    ``DEFAULT_STEPS_PER_YEAR`` a year, plus one per call date), ``grid_equity`` and
+    ``grid_btc`` (mesh nodes per factor), ``scheme`` (one of :data:`SCHEMES`),
+    ``damping_steps`` (implicit-Euler steps after each non-smooth event),
+    ``monitoring`` (:data:`MONITORING`) and ``preferred_horizon`` (years).
     """
     check_options("fdm2d", options, OPTIONS)
     opts = _Options.parse(options)
-    _check_supported(instrument, market, structure)
+    _check_supported(instrument, market)
     plan = _plan(instrument, market, structure, opts)
     base = _solve(plan, market, probabilities=True)
-    notes = _notes(plan, market)
+    notes = _notes(plan)
     sens: dict[str, float] = {}
     flat_btc = plan.mesh.shape[0] == FLAT_GRID_BTC
     if greeks:
@@ -697,7 +877,7 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
         sens = bump_greeks(lambda m: _solve(plan, m, probabilities=False).value, market,
                            base.value, factors=("equity",) if flat_btc else ("btc", "equity"),
                            vegas=vegas, correlation=not flat_btc)
-        if flat_btc:   # no structure: the value does not depend on B
+        if flat_btc:   # no capital structure: the value does not depend on B
             sens.update(delta_btc=0.0, gamma_btc=0.0, correlation_sensitivity=0.0)
             if vegas:
                 sens["vega_btc"] = 0.0
@@ -713,33 +893,42 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
 
 def _settings(plan: _Plan, market: Market) -> dict[str, Any]:
     opts, mesh = plan.options, plan.mesh
-    return {"engine": "fdm2d", "steps": int(plan.times.size - 1),
-            "grid_equity": int(mesh.shape[1]), "grid_btc": int(mesh.shape[0]),
-            "scheme": opts.scheme, "damping_steps": opts.damping_steps,
-            "horizon": plan.horizon,
-            "equity_range": [float(np.exp(mesh.x[0])), float(np.exp(mesh.x[-1]))],
-            "btc_range": [float(np.exp(mesh.y[0])), float(np.exp(mesh.y[-1]))],
-            "credit": Credit(plan.structure, market).describe()}
+    out = {"engine": "fdm2d", "steps": int(plan.times.size - 1),
+           "grid_equity": int(mesh.shape[1]), "grid_btc": int(mesh.shape[0]),
+           "scheme": opts.scheme, "damping_steps": opts.damping_steps,
+           "monitoring": opts.monitoring, "horizon": plan.horizon,
+           "equity_range": [float(np.exp(mesh.x[0])), float(np.exp(mesh.x[-1]))],
+           "btc_range": [float(np.exp(mesh.y[0])), float(np.exp(mesh.y[-1]))],
+           "correlation": plan.rho, "zero_copy": ZERO_COPY,
+           **Credit(plan.structure, market).describe()}
+    if plan.kinks.trigger is not None:
+        out["call_trigger_tested"] = plan.kinks.trigger
+    return out
 
 
-def _notes(plan: _Plan, market: Market) -> list[str]:
+def _notes(plan: _Plan) -> list[str]:
     inst = plan.instrument
     notes = []
-    if isinstance(inst, ZeroCouponConvertible) and inst.call_trigger_days is not None:
-        notes.append(f"soft call on {inst.call_trigger_days} of {inst.call_trigger_window} "
-                     "days approximated by a trigger on the day itself")
+    if isinstance(inst, ZeroCouponConvertible) and inst.is_callable:
+        notes.append("calls " + ("on NYSE trading days" if plan.options.monitoring == "daily"
+                                 else "at every time step"))
+        if inst.call_trigger_days is not None:
+            notes.append(f"soft call on {inst.call_trigger_days} of "
+                         f"{inst.call_trigger_window} days as a single-day trigger at the "
+                         "equivalent level (lattice2d.trigger_shift)")
     if isinstance(inst, PreferredStock):
-        notes.append(f"perpetual preferred valued to a {plan.horizon:g}-year horizon")
-        if inst.cumulative and plan.structure is not None:
-            notes.append("arrears valued as a claim paid at the next dividend the surplus "
-                         "test allows (not a state variable)")
-    credit = Credit(plan.structure, market)
-    if credit.has_hazard and plan.structure.hazard_exponent > 0:
-        notes.append("state-dependent hazard drift by operator splitting (upwind, first "
-                     "order in the mesh)")
+        notes.append(f"perpetual valued to a {plan.options.preferred_horizon:g}-year horizon: "
+                     "terminal value = liquidation payout, or conversion")
+        if inst.cumulative:
+            notes.append("arrears carried linearly: value of 1 USD added to the terminal "
+                         "claim (as lattice2d)")
+    if plan.structure is not None and plan.structure.hazard_rate > 0 \
+            and plan.structure.hazard_exponent > 0:
+        notes.append("state-dependent hazard: equity drift beyond h(S0) * L by operator "
+                     "splitting (implicit upwind, first order in the mesh)")
     if abs(plan.rho) == 1.0:
-        notes.append("correlation +-1: the 2-D operator is degenerate; measured in "
-                     "docs/sections/fdm2d.md")
+        notes.append("correlation +-1: QuantLib's 2-D operator is degenerate but stable; "
+                     "accuracy measured in docs/sections/fdm2d.md")
     return notes
 
 
@@ -758,7 +947,7 @@ class _Payoff:
 
 class _Exercise:
     """FdmStepConditionProxy callback: American exercise, max(value, payoff), in
-    numpy on the solver's own array at every step."""
+    numpy on the solver's own array after every step."""
 
     def __init__(self, values: np.ndarray) -> None:
         self.values = values
@@ -770,19 +959,19 @@ class _Exercise:
 def two_asset_option(payoff: Callable[[np.ndarray, np.ndarray], np.ndarray],
                      market: Market, maturity: float, *, american: bool = False,
                      grid: int = 150, steps: int = 100, damping_steps: int = 2,
-                     kink: tuple[float | None, float | None] = (None, None),
+                     kinks: tuple[tuple[float, ...], tuple[float, ...]] = ((), ()),
                      scheme: str = DEFAULT_SCHEME) -> float:
     """Value of ``payoff(S, B)`` (USD) at ``maturity`` years, European or American,
-    on equity and BTC, with QuantLib's ``Fdm2dBlackScholesSolver``: the payoff
-    enters through ``FdmInnerValueCalculatorProxy`` (one Python call per node)
-    and American exercise through ``FdmStepConditionProxy`` (one call per step).
-    ``kink`` concentrates each mesh at a price (USD)."""
+    on the market's equity and BTC, with QuantLib's ``Fdm2dBlackScholesSolver``:
+    the payoff enters through ``FdmInnerValueCalculatorProxy`` (one Python call
+    per node) and American exercise through ``FdmStepConditionProxy`` (one call
+    per time step). ``kinks``: prices (USD) of S and of B put on mesh nodes."""
     if scheme not in SCHEMES:
         raise EngineError(f"two_asset_option: scheme = {scheme!r} is not one of "
                           f"{', '.join(SCHEMES)}")
     p_s, p_b = market.process("equity"), market.process("btc")
-    ms = _mesher(grid, p_s, maturity, kink[0])
-    mb = _mesher(grid, p_b, maturity, kink[1])
+    ms = _mesher(grid, p_s, maturity, tuple((k, MESH_DENSITY) for k in kinks[0]))
+    mb = _mesher(grid, p_b, maturity, tuple((k, MESH_DENSITY) for k in kinks[1]))
     mesh = ql.FdmMesherComposite(ms, mb)
     s = np.exp(np.array(mesh.locations(0)))
     b = np.exp(np.array(mesh.locations(1)))
