@@ -95,6 +95,7 @@ _PURPOSE_VALUE, _PURPOSE_PILOT = 0, 1
 _XI_CLIP = 5.0     # ln(S/K) is clipped to +-5 in the regression basis
 _COV_CLIP = 3.0    # ln(assets / claims) likewise to +-3
 _TOL = 1e-9
+_MIN_REGRESSION = 64  # fewer candidate pilot paths at a date: no exercise there
 
 
 # ----- options ------------------------------------------------------------
@@ -291,6 +292,7 @@ class _Plan:
     var_s_end: float            # equity variance to the last date
     var_b_end: float            # BTC variance to the last date
     next_due: np.ndarray        # index of the next structural test after t_k (-1: none)
+    holder_free: np.ndarray     # bool: the hold-one-step floor rules conversion out
     dyn_var_b: np.ndarray       # BTC variance to t_k
     notes: list[str] = field(default_factory=list)
 
@@ -418,7 +420,12 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
         if psch.call_start is not None:
             call_ok[:-1] = times[:-1] >= psch.call_start - _TOL
             call_value[:] = psch.call_price
-    decide = convert_ok | call_ok | ~np.isnan(put_value)
+    # the floor n S exp(-(q + h (1 - L)) dt) >= n S where carry and hazard loss vanish
+    no_carry = market.equity_carry <= 0 and (not credit.has_hazard or credit.equity_loss >= 1)
+    nxt_ok = np.append(convert_ok[1:] | (np.arange(1, nk) == nk - 1), False)
+    holder_free = no_carry & nxt_ok & ~(np.append(due[1:], False) & (structure is not None)) \
+        & (inst.conversion_ratio > 0)
+    decide = (convert_ok & ~holder_free) | call_ok | ~np.isnan(put_value)
     decide[0] = decide[-1] = False   # t = 0: on the estimates; maturity: the terminal payoff
     funding_events: dict[int, tuple[date, tuple[int, ...]]] = {}
     if structure is not None and opt.funding == "btc_sales":
@@ -448,6 +455,7 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
                  var_s_end=float(market.variance("equity", horizon)),
                  var_b_end=float(market.variance("btc", horizon)),
                  next_due=next_due, dyn_var_b=market.variance("btc", times),
+                 holder_free=holder_free,
                  notes=notes)
 
 
@@ -575,15 +583,9 @@ def _decide(plan: _Plan, k: int, ls: np.ndarray, cnt: np.ndarray | None,
     possible a tie with parity would wrongly stop the issuer from calling)."""
     conv = plan.ratio * np.exp(ls)
     call_value = None
-    call_mask = np.zeros(ls.size, bool)
+    call_mask = _call_mask(plan, k, ls, cnt)
     if plan.call_ok[k]:
         call_value = plan.call_value[k] + (0.0 if arrears is None else arrears)
-        if plan.trigger is None:
-            call_mask[:] = True
-        elif plan.nofm:
-            call_mask = cnt >= plan.trigger_n
-        else:
-            call_mask = ls >= plan.trigger
     floor = _hold_one_step(plan, k, ls)
     if floor is not None:
         low = (eq + de < floor[:, 0] + floor[:, 1]) & ~call_mask
@@ -591,6 +593,27 @@ def _decide(plan: _Plan, k: int, ls: np.ndarray, cnt: np.ndarray | None,
     put = None if np.isnan(plan.put_value[k]) else plan.put_value[k]
     return decisions.exercise(eq, de, conv, can_convert=bool(plan.convert_ok[k]),
                               put_value=put, call_value=call_value, call_mask=call_mask)
+
+
+def _call_mask(plan: _Plan, k: int, ls: np.ndarray, cnt: np.ndarray | None) -> np.ndarray:
+    """Where the issuer may call at t_k (call period, and the soft-call trigger)."""
+    if not plan.call_ok[k]:
+        return np.zeros(ls.size, bool)
+    if plan.trigger is None:
+        return np.ones(ls.size, bool)
+    if plan.nofm:
+        return cnt >= plan.trigger_n
+    return ls >= plan.trigger
+
+
+def _candidates(plan: _Plan, k: int, ls: np.ndarray, cnt: np.ndarray | None) -> np.ndarray:
+    """Paths (bool) whose decision at t_k is not known to be 'hold': all of them,
+    except where the hold-one-step floor rules conversion out (holder_free) and
+    there is no put: then only where the issuer may call. Regressing on these
+    alone is Longstaff and Schwartz's in-the-money restriction."""
+    if plan.holder_free[k] and np.isnan(plan.put_value[k]):
+        return _call_mask(plan, k, ls, cnt)
+    return np.ones(ls.size, bool)
 
 
 def _exponents(nvars: int, degree: int) -> list[tuple[int, ...]]:
@@ -995,8 +1018,11 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
                 rec["term_de"][idx] = de_t * plan.dfc[kk] * q
             else:
                 stop(idx, kk, eq_t, de_t, np.where(code == decisions.HOLD, MATURED, code))
-        elif not pilot and plan.decide[kk]:
+        elif not pilot and kk in policy:
             idx = np.flatnonzero(alive)
+            idx = idx[_candidates(plan, kk, st["ls"][idx], None if cnt is None else cnt[idx])]
+            if not idx.size:
+                continue
             c = None if cnt is None else cnt[idx]
             a = arrears_of(idx)
             la = _log_assets(cover, st, idx)
@@ -1087,6 +1113,10 @@ def _fit_policy(plan: _Plan, rec: _Record) -> tuple[dict[int, _Fit], float]:
             de0 += rec.flux[k]
         if plan.decide[k]:
             idx = np.flatnonzero(rec.dead > k)
+            idx = idx[_candidates(plan, k, rec.ls[k][idx],
+                                  None if rec.cnt is None else rec.cnt[k][idx])]
+            if idx.size < _MIN_REGRESSION:
+                continue
             q = rec.q[k][idx].astype(float) if rec.q is not None else np.ones(idx.size)
             ls = rec.ls[k][idx].astype(float)
             la = None if rec.la is None else rec.la[k][idx].astype(float)
