@@ -98,23 +98,27 @@ def _settings(options: dict[str, Any]) -> Settings:
 
 
 # ----- N-of-M soft-call trigger ---------------------------------------------------
-@functools.cache
 def trigger_shift(days: int = 1, window: int = 1) -> float:
     """Equivalent continuous barrier of the rule "S >= K on ``days`` of the last
     ``window`` trading days", in daily standard deviations of ln S above ln K.
 
-    For a walk with N(0, 1) daily steps arriving from far below (all earlier days
-    below K), c = E[W_T] at the first day T the rule holds: a Brownian motion
-    stopped at level c leaves any interval (-A, c) upward with the same
-    probability as the rule does before -A (optional stopping). A single-day
-    rule gives the Broadie-Glasserman-Kou constant (first opportunity is what
-    a calling issuer uses, so 1 of M is 1 of 1). Measured by a seeded
-    simulation (se about 0.01; docs/sections/lattice2d.md).
+    A single-day rule is the Broadie-Glasserman-Kou constant (a calling issuer
+    uses the first opportunity, so 1 of M is 1 of 1); N of M is measured by
+    :func:`simulated_shift`.
     """
-    if days == 1:
-        return BGK_SHIFT
+    return BGK_SHIFT if days == 1 else simulated_shift(days, window)
+
+
+@functools.cache
+def simulated_shift(days: int, window: int, paths: int = 65536) -> float:
+    """c = E[W_T] for a walk with N(0, 1) daily steps arriving from far below (all
+    earlier days below K, start 3 below it), T the first day the rule holds,
+    walks reaching 25 below dropped (they would arrive afresh): a Brownian motion
+    stopped at level c leaves an interval (-A, c) upward with the rule's
+    probability (optional stopping). Seeded; standard error about 0.01
+    (docs/sections/lattice2d.md)."""
     rng = np.random.default_rng(20250221)
-    paths, start, floor = 65536, 3.0, 25.0
+    start, floor = 3.0, 25.0
     w = np.full(paths, -start)
     ring = np.zeros((window, paths), dtype=bool)
     count = np.zeros(paths, dtype=np.int32)
@@ -661,15 +665,31 @@ class _Claim:
             level = self.ln_insolvent - lat.ln_b[k]
             u = lat.gamma * z[cut] + lat.z2[j] if n2 > 1 else lat.gamma * z[cut]
             mid = (np.arange(_CELL) + 0.5) / _CELL - 0.5
-            acc = np.zeros_like(centre)
-            for a in mid:
-                for b in mid if lat.two else (0.0,):
-                    d1, d2 = a * lat.dx1, b * lat.dx2
-                    live = centre + a * g1 + b * g2
-                    dead = self._dead(lat, k, ln_b[cut] + lat.gamma * d1 + d2, z[cut] + d1,
-                                      s[cut] * math.exp(d1), escape, 0.0)
-                    acc += np.where(u + lat.gamma * d1 + d2 < level, dead, live)
-            after[:, i, j] = acc / (_CELL * (_CELL if lat.two else 1))
+            subs = [(a, b) for a in mid for b in (mid if lat.two else (0.0,))]
+            sum_dead, sum_live = np.zeros_like(centre), np.zeros_like(centre)
+            n_dead = np.zeros(u.shape)
+            deepest = shallowest = None
+            for a, b in subs:
+                d1, d2 = a * lat.dx1, b * lat.dx2
+                du = lat.gamma * d1 + d2
+                live = centre + a * g1 + b * g2
+                dead = self._dead(lat, k, ln_b[cut] + du, z[cut] + d1, s[cut] * math.exp(d1),
+                                  escape, 0.0)
+                ins = u + du < level
+                sum_dead += np.where(ins, dead, 0.0)
+                sum_live += np.where(ins, 0.0, live)
+                n_dead += ins
+                if deepest is None or du < deepest[0]:
+                    deepest = (du, dead)
+                if shallowest is None or du > shallowest[0]:
+                    shallowest = (du, live)
+            # the exact insolvent share, with the sub-points' conditional means (the
+            # most or least insolvent sub-point where none falls on one side)
+            n_live = len(subs) - n_dead
+            mean_dead = np.where(n_dead > 0, sum_dead / np.maximum(n_dead, 1), deepest[1])
+            mean_live = np.where(n_live > 0, sum_live / np.maximum(n_live, 1), shallowest[1])
+            fc = f[cut]
+            after[:, i, j] = fc * mean_dead + (1 - fc) * mean_live
         return f
 
     def apply(self, lat: _Lattice, k: int, v: np.ndarray, st: _Step, conv: np.ndarray,
@@ -693,6 +713,12 @@ class _Claim:
             _exercise(v, self.lay, conv, st.convert, st.put, call, mask,
                       smooth=lat.dx1 if st.smooth else None, call_weight=weight)
         solvent = 1.0 - self.default(lat, k, v, st.escape) if st.due else 1.0
+        self.cash_flows(lat, k, v, st, solvent)
+
+    def cash_flows(self, lat: _Lattice, k: int, v: np.ndarray, st: _Step,
+                   solvent: np.ndarray | float) -> None:
+        """Coupon, or preferred dividend out of surplus (unpaid: arrears worth U), paid
+        where the issuer is solvent, in place."""
         if st.coupon:
             v[self.lay.d] += solvent * st.coupon
         if st.dividend:
@@ -717,9 +743,12 @@ class _Note(_Claim):
         last = sch.coupon_times.size and abs(sch.coupon_times[-1] - sch.maturity) < _TOL
         self.final = sch.redemption + (sch.coupon_amounts[-1] if last else 0.0)
         self.call_from = sch.call_start
-        self.shift = None
+        # a soft call is a barrier on the equity: its trigger monitored on trading days
+        self.level: float | None = None
+        self.shift = 0.0
         if sch.trigger_price is not None:
             days = sch.trigger_days or 1
+            self.level = sch.trigger_price
             self.shift = trigger_shift(days, sch.trigger_window or 1)
             # days before the valuation date count as below the trigger
             self.call_from = max(sch.call_start, (days - 1) * TRADING_DAY)
@@ -738,14 +767,15 @@ class _Note(_Claim):
 
     def _barrier(self, vol: float) -> float:
         """Equivalent continuous barrier, ln(S / S0), at equity vol ``vol``."""
-        return math.log(self.sch.trigger_price / self.market.equity_price) \
+        return math.log(self.level / self.market.equity_price) \
             + self.shift * vol * math.sqrt(TRADING_DAY)
 
     def anchor(self) -> float | None:
         if self.call_from is None or self.call_from >= self.horizon or self.ratio <= 0:
             return None
-        if self.shift is None:
-            # hard call: the issuer calls once parity reaches the call price, a barrier
+        if self.level is None:
+            # hard call: the issuer calls once parity reaches the call price (a zero-
+            # coupon note exactly there): that level on a row is a barrier on a row
             return math.log(self.sch.call_price / (self.ratio * self.market.equity_price))
         t0, t1 = self.call_from, self.horizon
         var = self.market.variance("equity", np.array([t0, t1]))
@@ -773,12 +803,11 @@ class _Note(_Claim):
             st.put = sch.put_price + float(sch.accrued(t))
         if sch.call_allowed(t) and t >= self.call_from - _TOL:
             st.call = sch.call_price + float(sch.accrued(t))
-            if self.shift is not None:
+            if self.level is not None:
                 st.barrier = self._barrier(lat.vol_s[k])
         before = lat.times[k - 1] if k > 0 else -1.0
         first_call = st.call is not None and before < self.call_from - _TOL
-        st.start_up = first_call and self.shift is not None \
-            and self.call_from > sch.call_start + _TOL
+        st.start_up = first_call and self.call_from > sch.call_start + _TOL
         st.smooth = st.put is not None or first_call or (
             st.convert and k > 0 and not self.can_convert(before))
         hit = np.abs(sch.coupon_times - t) < _TOL
@@ -858,8 +887,9 @@ class _Preferred(_Claim):
         if self.lay.pc is not None:
             v[self.lay.pc] = pc
             v[self.lay.pc + 1] = (1 - pc) * (paid < 1 - 1e-12)
-        if self.credit.is_due(lat.times[k]):
-            self.default(lat, k, v, self.ratio > 0)
+        st = self.step(lat, k)
+        solvent = 1.0 - self.default(lat, k, v, st.escape) if st.due else 1.0
+        self.cash_flows(lat, k, v, st, solvent)     # a dividend on the horizon date
         return v
 
 
@@ -995,7 +1025,7 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     }
     if opt.extrapolate:
         settings["richardson_correction"] = values[0] - values[1]
-    if isinstance(claim, _Note) and claim.shift is not None:
+    if isinstance(claim, _Note) and claim.level is not None:
         settings["trigger_shift"] = round(claim.shift, 4)
     return _Run(value=value, solution=sol, settings=settings, notes=notes)
 
