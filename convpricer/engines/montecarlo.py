@@ -915,28 +915,25 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
         out["q_stop"][idx] = q
         b, s = np.exp(st["lb"][idx]), np.exp(st["ls"][idx])
         out["b_stop"][idx], out["s_stop"][idx] = b, s
-        cash_paid = de_t
-        out["cash"][idx] = cash_paid
+        out["cash"][idx] = de_t
         out["shares"][idx] = np.where(eq_t > 0, plan.ratio, 0.0) if plan.ratio > 0 else 0.0
         a = arrears_of(idx)
         if a is not None:
             out["arrears"][idx] = a
         if impaired is not None:
             out["impaired"][idx] = impaired
-        units = plan.inst.units
         if s0 is None:
-            out["btc_sold"][idx] = units * cash_paid / b
-        elif cover.dynamic:
-            repaid = (code != decisions.DEFAULTED)
-            sold = _Coverage.pay(st, idx, np.where(repaid, units * cash_paid, 0.0), b)
-            out["btc_sold"][idx] = sold
-            out["btc_left"][idx] = st["btc"][idx]
             return
+        need = np.where(code == decisions.DEFAULTED, 0.0, plan.inst.units * de_t)
+        if cover.dynamic:
+            held = st["btc"][idx].copy()
+            sold = _Coverage.pay(st, idx, need, b)
         else:
-            out["btc_sold"][idx] = np.where(code == decisions.DEFAULTED, s0.btc_holdings,
-                                            np.maximum(units * cash_paid - s0.cash, 0.0) / b)
-        out["btc_left"][idx] = (s0.btc_holdings if s0 is not None else 0.0) - \
-            out["btc_sold"][idx]
+            held = np.full(idx.size, s0.btc_holdings)
+            sold = np.minimum(np.maximum(need - s0.cash, 0.0) / b, held)
+        sold = np.where(code == decisions.DEFAULTED, held, sold)
+        out["btc_sold"][idx] = sold
+        out["btc_left"][idx] = held - sold
 
     def record(k: int) -> None:
         rec["ls"][k] = st["ls"]
@@ -1289,7 +1286,8 @@ class ClaimPaths:
     in cash at the stop (undiscounted), ``shares`` shares per unit received;
     ``survival`` the probability of no hazard default before the stop;
     ``btc_sold`` the BTC the issuer sells to pay the claim's cash (all units, after
-    using its cash; all its BTC at a default), ``btc_left`` its holdings after that.
+    using its cash; all its BTC at a default), ``btc_left`` its holdings after that
+    (both 0 without a structure: no issuer).
     ``estimate`` and ``std_error`` are the engine's (control variates included)."""
 
     times: np.ndarray
