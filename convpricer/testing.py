@@ -420,14 +420,17 @@ def convertible_cases(draw: st.DrawFn, *, structure: bool | None = True,
                       kinds: Iterable[str] = NOTE_KINDS,
                       market_options: Mapping[str, Any] | None = None,
                       note_options: Mapping[str, Any] | None = None,
+                      preferred_options: Mapping[str, Any] | None = None,
                       structure_options: Mapping[str, Any] | None = None) -> Case:
     """A consistent :class:`Case`: a market from :func:`markets`, then a claim
     named ``"subject"`` of one of ``kinds`` (``"preferred_stock"`` allowed) at
     that market's valuation date and share price, inside a capital structure
     drawn at the market's BTC price (0 to 3 other claims by default;
     ``structure=False``: no structure, None: either). The options go to
-    :func:`markets`, the instrument strategy and :func:`capital_structures`;
-    a hazard rate in the structure sets the subject's credit spread to 0."""
+    :func:`markets`, the note strategies (``note_options``) or
+    :func:`preferred_stocks` (``preferred_options``), and
+    :func:`capital_structures`; a hazard rate in the structure sets the
+    subject's credit spread to 0."""
     kinds = tuple(kinds)
     market = draw(markets(**(market_options or {})))
     at = {"valuation_date": market.valuation_date, "equity_price": market.equity_price}
@@ -438,7 +441,8 @@ def convertible_cases(draw: st.DrawFn, *, structure: bool | None = True,
     with_hazard = with_structure and _flag(draw, sopts.get("hazard", False))
     sopts["hazard"] = with_hazard
     if kind == "preferred_stock":
-        inst: Instrument = draw(preferred_stocks(**at, **nopts, name="subject"))
+        inst: Instrument = draw(preferred_stocks(**at, **(preferred_options or {}),
+                                                 name="subject"))
     else:
         if with_hazard:
             nopts["credit_spread"] = 0.0
