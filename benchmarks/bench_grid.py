@@ -54,7 +54,8 @@ def scenarios(market: cp.Market, n: int) -> pd.DataFrame:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (a local pool's workers)."""
+    """CPU time of this process and of its finished children (a local pool's workers);
+    for Dask, summed over the workers with ``client.run``."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
         resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
@@ -116,13 +117,16 @@ def main() -> None:
                               dashboard_address=None) as cl, Client(cl) as c:
                 start = time.perf_counter() - t0
                 value_grid(structure, market, sc.iloc[:2 * w], engine, client=c, **kw)
+                c0 = sum(c.run(cpu_seconds).values())
                 t, _, df = best(lambda c=c: value_grid(structure, market, sc, engine,
                                                        client=c, **kw), a.repeat)
+                cpu = (sum(c.run(cpu_seconds).values()) - c0) / a.repeat  # workers' CPU
                 check(df)
-                rows.append((f"dask LocalCluster (start {start:.1f} s)", w, t, None))
+                rows.append((f"dask LocalCluster (start {start:.1f} s)", w, t, cpu))
 
-    # cpu/wall: the cores this run actually got (about 1 on a shared, busy machine
-    # whatever the workers; up to the workers on an idle one)
+    # cpu/wall: the cores this run actually got (on a busy shared machine with
+    # per-session fair scheduling, about the session's share whatever the workers);
+    # the Dask rows count the workers' CPU only (mean over the runs)
     print(f"\n{'scheduler':<36} {'workers':>7} {'seconds':>8} {'scen/s':>7} {'vs sync':>8} "
           f"{'cpu s':>6} {'cpu/wall':>8}")
     for name, w, t, c in rows:

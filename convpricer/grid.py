@@ -20,10 +20,12 @@ unknown column) is refused before anything runs.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import uuid
@@ -111,7 +113,39 @@ class _Job:
         return [{**r, "error": None} for r in df.to_dict(orient="records")]
 
 
+#: glibc heap thresholds restored in Dask workers (see _heap_for_numpy), bytes.
+MMAP_THRESHOLD = 32 * 2**20
+TRIM_THRESHOLD = 128 * 2**20
+_heap_tuned = False
+
+
+def _heap_for_numpy() -> None:
+    """Keep numpy temporaries on the heap in a process started with MALLOC_TRIM_THRESHOLD_.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which
+    turns off glibc's adaptive mmap threshold: every temporary array over
+    128 KiB is then mmapped, page-faulted and unmapped afresh. Measured on a
+    lattice2d valuation (illustrative.toml, steps=40): 2.8x the CPU time,
+    0.4 million page faults per valuation. Raising both thresholds (once per
+    process, glibc only) restores the speed of a plain process; memory is
+    still reused, only returned to the OS less eagerly.
+    """
+    global _heap_tuned
+    if _heap_tuned:
+        return
+    _heap_tuned = True
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+
+
 def _run_chunk(chunk: Sequence[tuple[int, dict[str, Any]]], job: _Job) -> list[list[dict]]:
+    _heap_for_numpy()
     return job.run(chunk)
 
 
