@@ -208,6 +208,9 @@ def test_dask_cluster_gives_the_local_result(case, scenarios, local, cluster):
     pd.testing.assert_frame_equal(got, local)  # same numbers, same order, same error rows
     assert got.attrs["scheduler"].startswith("dask tcp://")
     assert got.attrs["workers"] == 2
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_; grid tasks restore the heap thresholds
+    tuned = cluster.run(lambda: __import__("convpricer.grid").grid._heap_tuned)
+    assert list(tuned.values()) == [True, True]
     lad = risk_ladder(s, m, "btc_vol", [-0.1, 0.1], ENGINE, client=cluster, **OPTIONS)
     ref = risk_ladder(s, m, "btc_vol", [-0.1, 0.1], ENGINE, scheduler="sync", **OPTIONS)
     pd.testing.assert_frame_equal(lad, ref)
