@@ -291,10 +291,11 @@ def test_n_of_m_call_between_single_day_and_no_call() -> None:
 
 def daily_soft_call(note: ZeroCouponConvertible, m: Market, paths: int = 40_000) -> tuple:
     """Monte Carlo with daily closes (252 a year) of a zero-coupon note with a soft
-    call and no put, flat market without dividends. The note is worth at least its
-    conversion value, so the issuer calls on the first day the trigger rule holds
-    (days before the valuation date count as below); then
-    value = European + E[e^-r tau (n S_tau - European(tau, S_tau))]."""
+    call and no put, flat market without dividends. The issuer calls on the first
+    day the trigger rule holds (days before the valuation date count as below; the
+    note is then worth more than the call price or its conversion value, whichever
+    holders take); then
+    value = European + E[e^-r tau (max(n S_tau, face) - European(tau, S_tau))]."""
     r, vol, n, face = m.risk_free_rate, m.equity_vol, note.conversion_ratio, note.face
     days = round(T * 252)
     dt = T / days
@@ -318,7 +319,7 @@ def daily_soft_call(note: ZeroCouponConvertible, m: Market, paths: int = 40_000)
         if called.any():
             s, left = np.exp(z[called]), T - d * dt
             euro = face * math.exp(-r * left) + n * bs_call(s, face / n, left, r, vol)
-            gain[called] = (n * s - euro) * math.exp(-r * d * dt)
+            gain[called] = (np.maximum(n * s, face) - euro) * math.exp(-r * d * dt)
             alive &= ~called
     european = face * math.exp(-r * T) + n * bs_call(m.equity_price, face / n, T, r, vol)
     return european + gain.mean(), gain.std() / math.sqrt(paths)

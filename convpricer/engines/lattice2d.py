@@ -138,6 +138,22 @@ def simulated_shift(days: int, window: int, paths: int = 65536) -> float:
     return float(np.concatenate(stopped).mean())
 
 
+@functools.cache
+def window_probability(days: int, window: int, paths: int = 4096
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """P(the rule holds today | ln S today is d daily standard deviations above ln K)
+    on a grid of d: the ``window`` days up to today run backward from d as a walk
+    with N(0, 1) daily steps (the distant valuation-date price forgotten). Seeded."""
+    d = np.linspace(-3.0, 3.0 + 4.0 * math.sqrt(window), 121)
+    rng = np.random.default_rng(20250222)
+    w = np.repeat(d, paths)
+    count = (w >= 0).astype(np.int32)
+    for _ in range(window - 1):
+        w = w - rng.standard_normal(w.size)
+        count += w >= 0
+    return d, (count >= days).reshape(d.size, paths).mean(axis=1)
+
+
 # ----- the lattice ----------------------------------------------------------------
 def _ghosts(v: np.ndarray, two: bool) -> None:
     """Refill the ghost rows (and columns) of (K, n1, n2) by linear extrapolation."""
@@ -225,20 +241,21 @@ class _Lattice:
         return dataclasses.replace(self, z1=z1, z2=np.zeros(1),
                                    s=self.s[0, 0] * np.exp(z1 - self.z1[0])[:, None])
 
-    def expect_root(self, v: np.ndarray) -> tuple[np.ndarray, float]:
+    def expect_root(self, v: np.ndarray) -> np.ndarray:
         """E[v(t_1) | root rows at t = 0], shape (K, 3, 1): a trinomial from each root
-        row to the three rows around its mean, matching mean and variance. Returns it
-        and the most negative probability clipped (0 if none)."""
+        row to the three rows around its mean, matching mean and variance; if the first
+        step is too short for that (variance below eta (1 - eta) of a row), the two
+        rows around the mean (mean exact, variance a little too large)."""
         two = self.two
         a, b, e, g = self.a[0] - self.m[0] ** 2, self.b[0], self.e[0], self.g[0]
         target = -self.z1[0] / self.dx1 + self.m[0]
         j = min(max(round(target), 2), self.z1.size - 3)
         eta = target - j
-        w1 = np.array([(a + eta * eta - eta) / 2, 1 - a - eta * eta, (a + eta * eta + eta) / 2])
-        short = min(float(w1.min()), 0.0)
-        if short < 0:
-            w1 = np.maximum(w1, 0.0)
-            w1 /= w1.sum()
+        if a >= abs(eta) * (1 - abs(eta)):
+            w1 = np.array([(a + eta * eta - eta) / 2, 1 - a - eta * eta,
+                           (a + eta * eta + eta) / 2])
+        else:
+            w1 = np.array([max(-eta, 0.0), 1 - abs(eta), max(eta, 0.0)])
         c = (self.z2.size - 1) // 2
         cols = slice(c - 1, c + 2) if two else slice(c, c + 1)
         w2 = np.array([b / 2, 1 - b, b / 2]) if two else np.ones(1)
@@ -249,7 +266,7 @@ class _Lattice:
         for i in range(3):
             block = v[:, j + i - 2:j + i + 1, cols]
             out[:, i, 0] = np.einsum("kab,ab->k", block, p)
-        return out, short
+        return out
 
     def expect(self, v: np.ndarray, k: int, mh: np.ndarray | None = None) -> np.ndarray:
         """E[v(t_k+1) | node at t_k] on every node, for a stack v of shape (K, n1, n2)
@@ -385,6 +402,16 @@ def _lattice(market: Market, times: np.ndarray, two_factor: bool, width: float,
                     e=e, g=g, m=m, hazard_lo=lo, hazard_hi=hi, dx1=dx1, dx2=dx2, z1=z1,
                     z2=z2, gamma=gamma,
                     s=(market.equity_price * np.exp(z1))[:, None], ln_b=ln_b, notes=notes)
+
+
+def _long_first_steps(times: np.ndarray, first_event: float) -> np.ndarray:
+    """The steps before the first event as long as the longest step allows (fewer of
+    them): the first step from S0 must reach the rows around it with its variance
+    (schedule.time_grid may make them up to a third shorter than others)."""
+    longest = np.diff(times).max()
+    n = max(1, math.floor(first_event / longest + 1e-9))
+    rest = times[times > first_event - _TOL]
+    return np.concatenate([np.linspace(0.0, first_event, n + 1)[:-1], rest])
 
 
 def _refine(times: np.ndarray) -> np.ndarray:
@@ -782,18 +809,25 @@ class _Note(_Claim):
         return self._barrier(math.sqrt((var[1] - var[0]) / (t1 - t0)))
 
     def start_up(self, lat: _Lattice) -> np.ndarray:
-        """On the first date an N-of-M rule can hold (days before the valuation date
-        count as below), it needs every day so far above the trigger: the Brownian
-        bridge probability that ln S stayed above the trigger, shifted for daily
-        monitoring (Broadie-Glasserman-Kou), given S at the node."""
+        """Probability that an N-of-M rule holds on the first call date, given S at the
+        node (the barrier takes over afterwards). If that date is the first one the
+        rule can hold (days before the valuation date count as below), every day so
+        far must be above the trigger: the Brownian bridge probability from S0 that ln S
+        stayed above it, shifted for daily monitoring (Broadie-Glasserman-Kou). Else
+        the trigger days before call_start count: window_probability."""
         t = self.call_from
         vol = math.sqrt(self.market.variance("equity", t) / t)
-        level = math.log(self.sch.trigger_price) - BGK_SHIFT * vol * math.sqrt(TRADING_DAY)
-        x0 = math.log(self.market.equity_price) - level
-        x1 = np.log(lat.s) - level
-        if x0 <= 0:
-            return np.zeros(lat.s.shape)
-        return np.where(x1 > 0, -np.expm1(-2 * x0 * np.maximum(x1, 0) / (vol * vol * t)), 0.0)
+        day = vol * math.sqrt(TRADING_DAY)
+        if t > self.sch.call_start + _TOL:
+            level = math.log(self.sch.trigger_price) - BGK_SHIFT * day
+            x0 = math.log(self.market.equity_price) - level
+            x1 = np.log(lat.s) - level
+            if x0 <= 0:
+                return np.zeros(lat.s.shape)
+            return np.where(x1 > 0, -np.expm1(-2 * x0 * np.maximum(x1, 0) / (vol * vol * t)),
+                            0.0)
+        d, prob = window_probability(self.sch.trigger_days, self.sch.trigger_window)
+        return np.interp(np.log(lat.s / self.sch.trigger_price) / day, d, prob)
 
     def step(self, lat: _Lattice, k: int) -> _Step:
         t, sch = lat.times[k], self.sch
@@ -807,7 +841,7 @@ class _Note(_Claim):
                 st.barrier = self._barrier(lat.vol_s[k])
         before = lat.times[k - 1] if k > 0 else -1.0
         first_call = st.call is not None and before < self.call_from - _TOL
-        st.start_up = first_call and self.call_from > sch.call_start + _TOL
+        st.start_up = first_call and (sch.trigger_days or 1) > 1
         st.smooth = st.put is not None or first_call or (
             st.convert and k > 0 and not self.can_convert(before))
         hit = np.abs(sch.coupon_times - t) < _TOL
@@ -901,7 +935,6 @@ class _Solution:
     p_impaired: float | None
     p_default: float | None
     clipped_drift: int
-    clipped_root: float
 
 
 def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
@@ -919,13 +952,12 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     plan = [claim.step(lat, k) for k in range(lat.steps)]
     conv = np.ascontiguousarray(np.broadcast_to(claim.ratio * lat.s, lat.shape))
     rows: dict = {}
-    short = 0.0
     for k in range(lat.steps - 1, -1, -1):
         dt = lat.dt[k]
         mh = None
         if k == 0:
             # from (S0, B0): the hazard drift there is in the deterministic part
-            v, short = lat.expect_root(v)
+            v = lat.expect_root(v)
             lat = root
             s = lat.s
             conv, rows = claim.ratio * s, {}
@@ -967,8 +999,7 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     probs = [None] * 3
     if lay.pc is not None:
         probs = [float(np.clip(top[lay.pc + i], 0.0, 1.0)) for i in range(3)]
-    return _Solution(float(lay.value(top)), *probs, clipped_drift=clipped,
-                     clipped_root=short)
+    return _Solution(float(lay.value(top)), *probs, clipped_drift=clipped)
 
 
 @dataclass
@@ -991,8 +1022,12 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     credit = Credit(structure, market)
     claim = _claim(instrument, market, credit, opt, probs)
     h = claim.horizon
-    events = np.unique(np.round(np.concatenate([claim.events(), credit.due_times]), 9))
-    coarse = time_grid(events[events < h - _TOL], h, opt.steps)
+    events = np.sort(np.concatenate([claim.events(), credit.due_times]))
+    events = events[(events > _TOL) & (events < h - _TOL)]
+    # one time per event, exact (the schedule's own tests allow only 1e-12)
+    events = events[np.concatenate([[True], np.diff(events) > _TOL])] if events.size else events
+    coarse = time_grid(events, h, opt.steps)
+    coarse = _long_first_steps(coarse, events[0] if events.size else h)
     grids = [_refine(coarse), coarse] if opt.extrapolate else [coarse]
     # h(S0) L in the deterministic drift; h(S) - h(S0) through the probabilities
     drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
@@ -1010,9 +1045,6 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
         sol = s
     value = 2 * values[0] - values[1] if opt.extrapolate else values[0]
     notes = list(first.notes)
-    if sol.clipped_root < 0:
-        notes.append(f"first step from S0 clipped a probability of {sol.clipped_root:.2e} "
-                     "(a very short first step)")
     if sol.clipped_drift:
         notes.append(f"hazard drift clipped at {sol.clipped_drift} node-steps to keep "
                      "probabilities non-negative (extreme hazard at low equity prices)")
