@@ -36,7 +36,8 @@ def close(a: float | None, b: float | None) -> bool:
     return math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-9)
 
 
-@pytest.mark.parametrize(("fixture", "engine"), sorted(GROUPS), ids="-".join)
+@pytest.mark.parametrize(("fixture", "engine"), sorted(GROUPS),
+                         ids=[f"{f}-{e}" for f, e in sorted(GROUPS)])
 def test_golden_values(fixture, engine):
     try:
         engines.get(engine)

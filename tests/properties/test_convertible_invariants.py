@@ -124,9 +124,12 @@ def test_monotone_in_equity_volatility(engine, data, bump):
     """Vega >= 0 holds for payoffs convex in S (Ekstrom 2006, game options):
     no credit spread (Tsiveriotis-Fernandes vega turns negative deep in the
     money, where (1 - exp(-cs T)) d1 > sigma sqrt(T)), no soft call (the trigger
-    makes the issuer's payoff non-convex), no structure."""
-    inst, market, _ = data.draw(cases(engine, structure=False, curves=False, credit_spread=0.0,
-                                      soft_call=False))
+    makes the issuer's payoff non-convex), no structure. Vols to 0.9 + 0.3: the
+    coarse fdm2d grid misses by 2% of face at sigma sqrt(T) = 3 (testing.md)."""
+    inst, market, _ = data.draw(cpt.convertible_cases(
+        kinds=tuple(k for k in cpt.CLAIM_KINDS if k in engine.kinds), structure=False,
+        market_options={**DOMAIN, "equity_vol": (0.15, 0.9), "curves": False},
+        note_options={"maturity": MATURITY, "credit_spread": 0.0, "soft_call": False}))
     up = market.replace(equity_vol=market.equity_vol + bump)
     assert_not_lower(engine, inst.face, engine.price(inst, market), engine.price(inst, up))
 
