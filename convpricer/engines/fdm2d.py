@@ -19,8 +19,9 @@ the measurements). The state is (S, B) on a tensor mesh in (ln S, ln B):
 * time stepping: ``FdmBackwardSolver`` (Hundsdorfer ADI by default) rolled back
   one step at a time; each step then applies in numpy the hazard rate (operator
   splitting), coupons, dividends, structural default and the holder's and
-  issuer's decisions (``convpricer.decisions.exercise``), and implicit-Euler
-  damping steps restart the scheme after every non-smooth event;
+  issuer's decisions (``convpricer.decisions.exercise``); discontinuities sit on
+  mesh nodes and are cell-weighted, and fully implicit damping steps restart
+  the scheme after the terminal payoff and each put;
 * the value at (S0, B0) is a bicubic spline of the mesh values in log
   coordinates; greeks are bump-and-reprice on the same mesh.
 
@@ -54,7 +55,6 @@ from ..results import PricingResult
 from ..schedule import PREFERRED_HORIZON, convertible_schedule, preferred_schedule, time_grid
 from ..structure import CapitalStructure
 from . import check_options
-from .lattice2d import BGK_SHIFT, TRADING_DAY, trigger_shift
 
 KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_stock"})
 OPTIONS = frozenset({"steps", "grid_equity", "grid_btc", "scheme", "damping_steps",
@@ -67,25 +67,40 @@ SCHEMES: dict[str, Callable[[], ql.FdmSchemeDesc]] = {
     "craig_sneyd": ql.FdmSchemeDesc.CraigSneyd,
     "modified_craig_sneyd": ql.FdmSchemeDesc.ModifiedCraigSneyd,
 }
-#: Defaults (docs/sections/fdm2d.md: about 1e-3 relative or better against the
-#: converged value on the illustrative notes, about a second per valuation).
+#: Defaults (docs/sections/fdm2d.md: about 1e-3 relative or better against
+#: lattice2d and the converged value on the illustrative claims).
 DEFAULT_SCHEME = "hundsdorfer"
 #: When a note's issuer may call: "daily" on NYSE trading days of the call
 #: window (each one a time step, as in montecarlo), or "grid" at every time step.
 MONITORING = ("daily", "grid")
 CALENDAR = ql.UnitedStates(ql.UnitedStates.NYSE)
-DEFAULT_STEPS_PER_YEAR = 50
+#: Trading days a year (the daily variance of the N-of-M trigger rule).
+TRADING_DAYS = 252
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Default mesh and time steps of one kind of claim."""
+
+    grid_equity: int
+    grid_btc: int
+    steps_per_year: int
+
+
+#: Notes: a few years, daily steps in call windows anyway. Preferreds: a 30-year
+#: horizon on a mesh wide enough for the tails the terminal payoff needs; time
+#: steps matter little there (10 or 33 a year agree to 1e-5, measured).
+DEFAULTS = {"note": Defaults(grid_equity=150, grid_btc=60, steps_per_year=50),
+            "preferred": Defaults(grid_equity=200, grid_btc=150, steps_per_year=10)}
 MIN_STEPS = 10
-DEFAULT_GRID_EQUITY = 150
-DEFAULT_GRID_BTC = 60
 MIN_GRID = 10
 DEFAULT_DAMPING_STEPS = 2
 #: Mesh: FdmBlackScholesMesher's width (eps, scale factor: +-5.6 standard
-#: deviations) over at most MESH_YEARS, concentrated at the kink with density
+#: deviations of the horizon: a preferred's terminal liquidation payout grows
+#: with B, and its value needs that tail), concentrated at the kinks with density
 #: MESH_DENSITY (Concentrating1dMesher's parameter, in log-price units).
 MESH_EPS = 1e-4
 MESH_SCALE = 1.5
-MESH_YEARS = 10.0
 MESH_DENSITY = 0.05
 #: Stronger concentration at a soft-call trigger: the daily call keeps the value
 #: discontinuous there on the scale of one day's diffusion.
@@ -93,6 +108,12 @@ TRIGGER_DENSITY = 0.02
 #: BTC mesh size when the value does not depend on B (no capital structure).
 FLAT_GRID_BTC = 3
 
+#: Damping scheme: Douglas ADI with theta = 1 (implicit Euler in each direction,
+#: tridiagonal solves). QuantLib's ImplicitEuler solves the 2-D system by BiCGstab
+#: to a tolerance relative to the whole vector, which far-field values (a
+#: preferred's liquidation payout where BTC is 1e12) swamp: it returned values
+#: several percent off at (S0, B0) (measured).
+_DAMPING = ql.FdmSchemeDesc(ql.FdmSchemeDesc.DouglasType, 1.0, 0.0)
 _NULL_POINT = (ql.nullDouble(), ql.nullDouble())
 _TOL = 1e-9
 
@@ -101,8 +122,8 @@ _TOL = 1e-9
 @dataclass(frozen=True)
 class _Options:
     steps: int | None
-    grid_equity: int
-    grid_btc: int
+    grid_equity: int | None
+    grid_btc: int | None
     scheme: str
     damping_steps: int
     monitoring: str
@@ -132,8 +153,8 @@ class _Options:
             raise EngineError(f"engine fdm2d: preferred_horizon = {horizon!r} must be a "
                               "number of years in (0, 100]")
         return cls(steps=integer("steps", None, MIN_STEPS),
-                   grid_equity=integer("grid_equity", DEFAULT_GRID_EQUITY, MIN_GRID),
-                   grid_btc=integer("grid_btc", DEFAULT_GRID_BTC, MIN_GRID),
+                   grid_equity=integer("grid_equity", None, MIN_GRID),
+                   grid_btc=integer("grid_btc", None, MIN_GRID),
                    scheme=scheme, damping_steps=integer("damping_steps",
                                                         DEFAULT_DAMPING_STEPS, 0),
                    monitoring=monitoring, preferred_horizon=float(horizon))
@@ -245,9 +266,8 @@ def _mesher(size: int, process: ql.GeneralizedBlackScholesProcess, years: float,
 
 def _build_mesh(market: Market, horizon: float, n_s: int, n_b: int,
                 kinks: _Kinks) -> _Mesh:
-    years = min(horizon, MESH_YEARS)
-    ms = _mesher(n_s, market.process("equity"), years, kinks.equity)
-    mb = _mesher(n_b, market.process("btc"), years, kinks.btc)
+    ms = _mesher(n_s, market.process("equity"), horizon, kinks.equity)
+    mb = _mesher(n_b, market.process("btc"), horizon, kinks.btc)
     return _Mesh(ql.FdmMesherComposite(ms, mb), np.array(ms.locations()),
                  np.array(mb.locations()))
 
@@ -350,7 +370,7 @@ def _call_from(note: ZeroCouponConvertible, market: Market) -> float | None:
     sch = convertible_schedule(note, market.valuation_date)
     if sch.call_start is None:
         return None
-    return max(sch.call_start, ((note.call_trigger_days or 1) - 1) * TRADING_DAY)
+    return max(sch.call_start, ((note.call_trigger_days or 1) - 1) / TRADING_DAYS)
 
 
 def _trigger(note: ZeroCouponConvertible, market: Market) -> float | None:
@@ -362,11 +382,13 @@ def _trigger(note: ZeroCouponConvertible, market: Market) -> float | None:
     start = _call_from(note, market)
     if trig is None or start is None or note.call_trigger_days is None:
         return trig
+    from .lattice2d import BGK_SHIFT, trigger_shift  # the one N-of-M rule estimate
+
     t1 = market.time(note.maturity)
     var = market.variance("equity", np.array([start, t1]))
     vol = float(np.sqrt((var[1] - var[0]) / (t1 - start)))
     shift = trigger_shift(note.call_trigger_days, note.call_trigger_window) - BGK_SHIFT
-    return trig * float(np.exp(shift * vol * np.sqrt(TRADING_DAY)))
+    return trig * float(np.exp(shift * vol / np.sqrt(TRADING_DAYS)))
 
 
 def _call_days(note: ZeroCouponConvertible, market: Market) -> np.ndarray:
@@ -403,15 +425,15 @@ class _Stepper:
             op = ql.Fdm2dBlackScholesOp(mesh.composite, p_s, p_b, rho, horizon)
             bcs = ql.FdmBoundaryConditionSet()
             return (ql.FdmBackwardSolver(op, bcs, _conditions(), SCHEMES[scheme]()),
-                    ql.FdmBackwardSolver(op, bcs, _conditions(),
-                                         ql.FdmSchemeDesc.ImplicitEuler()))
+                    ql.FdmBackwardSolver(op, bcs, _conditions(), _DAMPING))
 
         self.solvers = {"r": solvers(0.0)}
         if spread > 0:
             self.solvers["cs"] = solvers(spread)
 
     def roll(self, a: ql.Array, kind: str, t_from: float, t_to: float, damp: bool) -> None:
-        """One step back; a damping step is two implicit-Euler half steps."""
+        """One step back; a damping step is two fully implicit (theta = 1) Douglas
+        half steps."""
         main, implicit = self.solvers[kind]
         if damp:
             implicit.rollback(a, t_from, t_to, 2, 0)
@@ -481,7 +503,11 @@ class _Rules:
     horizon: float
     ratio: float
     event_times: np.ndarray
-    restarts: np.ndarray        # times after which the scheme is damped again
+    #: times after which the scheme is damped again: the horizon and the kinks
+    #: that are not cell-averaged (puts, first call date). Jumps that are (default
+    #: and dividend tests) are not damped: damping every due date or dividend date
+    #: costs the scheme its second order in time on long horizons (measured).
+    restarts: np.ndarray
     arrears = False             # carries the value of 1 USD of arrears
 
     def __init__(self, market: Market, credit: Credit, mesh: _Mesh, kinks: _Kinks) -> None:
@@ -574,7 +600,7 @@ class _NoteRules(_Rules):
         starts = [] if self.call_from is None else [self.call_from]
         self.event_times = np.concatenate(
             [sch.event_times(), due, starts, [] if self.call_days is None else self.call_days])
-        self.restarts = np.concatenate([[sch.maturity], sch.put_times, due, starts])
+        self.restarts = np.concatenate([[sch.maturity], sch.put_times, starts])
         #: fraction of each S cell where a soft call is allowed, shape (1, nS)
         self.callable = np.ones((1, mesh.x.size)) if kinks.trigger is None \
             else _above(mesh.x, np.log(kinks.trigger))[None, :]
@@ -652,13 +678,11 @@ class _PreferredRules(_Rules):
         due = credit.due_times[credit.due_times <= horizon + _TOL]
         calls = [] if sch.call_start is None else [sch.call_start]
         self.event_times = np.concatenate([sch.dividend_times, due, calls])
-        structured = credit.structure is not None
-        self.restarts = np.concatenate(
-            [[horizon], due, calls, sch.dividend_times if structured else []])
+        self.restarts = np.concatenate([[horizon], calls])
         #: fraction of each B cell where a dividend passes the surplus test
         self.paid = 1.0 - _below(mesh.y, kinks.surplus,
                                  lambda: ~credit.dividend_paid(pref, mesh.btc[:, 0])) \
-            if structured else np.ones((mesh.y.size, 1))
+            if credit.structure is not None else np.ones((mesh.y.size, 1))
 
     def claim(self, t: float) -> float:
         return self.inst.liquidation_preference + self.inst.arrears
@@ -839,9 +863,11 @@ def _plan(inst: Any, market: Market, structure: CapitalStructure | None,
         horizon = market.time(inst.maturity)
         needs_btc = credit.structural
     kinks = _Kinks.of(inst, market, credit)
-    mesh = _build_mesh(market, horizon, opts.grid_equity,
-                       opts.grid_btc if needs_btc else FLAT_GRID_BTC, kinks)
-    steps = opts.steps or max(MIN_STEPS, round(DEFAULT_STEPS_PER_YEAR * horizon))
+    default = DEFAULTS["preferred" if isinstance(inst, PreferredStock) else "note"]
+    mesh = _build_mesh(market, horizon, opts.grid_equity or default.grid_equity,
+                       (opts.grid_btc or default.grid_btc) if needs_btc else FLAT_GRID_BTC,
+                       kinks)
+    steps = opts.steps or max(MIN_STEPS, round(default.steps_per_year * horizon))
     plan = _Plan(inst, structure, opts, kinks, mesh, np.empty(0), horizon, market.correlation)
     # one time per event: times from different sources agree to rounding only, and
     # the horizon is the terminal date
@@ -855,10 +881,10 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
           **options: Any) -> PricingResult:
     """Value one note (USD per note of ``face``) or preferred share (USD per share).
 
-    Options: ``steps`` (time steps to the horizon, default
-    ``DEFAULT_STEPS_PER_YEAR`` a year, plus one per call date), ``grid_equity`` and
-    ``grid_btc`` (mesh nodes per factor), ``scheme`` (one of :data:`SCHEMES`),
-    ``damping_steps`` (implicit-Euler steps after each non-smooth event),
+    Options: ``steps`` (time steps to the horizon, plus one per call date),
+    ``grid_equity`` and ``grid_btc`` (mesh nodes per factor; defaults by kind in
+    :data:`DEFAULTS`), ``scheme`` (one of :data:`SCHEMES`),
+    ``damping_steps`` (implicit steps after the horizon and each put),
     ``monitoring`` (:data:`MONITORING`) and ``preferred_horizon`` (years).
     """
     check_options("fdm2d", options, OPTIONS)
