@@ -319,9 +319,9 @@ class _Plan:
 
 def _on_grid(times: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Indices of times ``ts`` (which are on the grid) in ``times``."""
-    idx = np.searchsorted(times, np.asarray(ts) - _TOL)
-    return idx[(idx < times.size)][np.abs(times[idx[idx < times.size]] - ts[idx < times.size])
-                                   < 1e-7]
+    ts = np.asarray(ts, dtype=float)
+    idx = np.minimum(np.searchsorted(times, ts - _TOL), times.size - 1)
+    return idx[np.abs(times[idx] - ts) < 1e-7]
 
 
 def _eves(market: Market, times: np.ndarray) -> np.ndarray:
