@@ -53,7 +53,9 @@ KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_sto
 OPTIONS = frozenset({"steps", "extrapolate", "preferred_horizon", "width"})
 
 #: Production defaults (docs/sections/lattice2d.md: accuracy and cost measured).
-DEFAULT_STEPS = 150
+DEFAULT_STEPS = 200
+#: A 30-year preferred needs finer steps (its quarterly dividends alone take 120).
+DEFAULT_PREFERRED_STEPS = 300
 DEFAULT_WIDTH = 6.0
 MIN_STEPS = 10
 #: dx^2 / (largest step variance): 3 makes the trinomial match the normal's
@@ -74,7 +76,7 @@ _INSTANT = 1e-7
 class Settings:
     """What a valuation runs with (``steps`` is the coarse lattice)."""
 
-    steps: int = DEFAULT_STEPS
+    steps: int | None = None          # None: DEFAULT_STEPS, or DEFAULT_PREFERRED_STEPS
     extrapolate: bool = True
     preferred_horizon: float = PREFERRED_HORIZON
     width: float = DEFAULT_WIDTH
@@ -83,7 +85,8 @@ class Settings:
 def _settings(options: dict[str, Any]) -> Settings:
     check_options("lattice2d", options, OPTIONS)
     s = Settings(**options)
-    if isinstance(s.steps, bool) or not isinstance(s.steps, int) or s.steps < MIN_STEPS:
+    if s.steps is not None and (isinstance(s.steps, bool) or not isinstance(s.steps, int)
+                                or s.steps < MIN_STEPS):
         raise EngineError(f"engine lattice2d: steps = {s.steps!r} must be an integer "
                           f">= {MIN_STEPS}")
     if not isinstance(s.extrapolate, bool):
@@ -604,6 +607,10 @@ class _Claim:
     def step(self, lat: _Lattice, k: int) -> _Step:
         raise NotImplementedError
 
+    def plan(self, lat: _Lattice) -> list[_Step]:
+        """The events of every time before the horizon."""
+        return [self.step(lat, k) for k in range(lat.steps)]
+
     def anchor(self) -> float | None:
         """A level of ln(S / S0) to put on a row of the lattice (a barrier), or None."""
         return None
@@ -635,8 +642,8 @@ class _Claim:
             out += self.liquidation(lat, ln_b + u)
         return out / _CELL ** 2
 
-    def _dead(self, lat: _Lattice, k: int, ln_b: np.ndarray, z: np.ndarray, s: np.ndarray,
-              escape: bool, dx: float) -> np.ndarray:
+    def _dead(self, lat: _Lattice, ln_b: np.ndarray, z: np.ndarray, s: np.ndarray,
+              escape: bool, dx: float, claim: float) -> np.ndarray:
         """Rows of the value stack for claims liquidated at (ln B, z1 = z, S = s), the
         conversion-or-liquidation kink smoothed over a width dx of z1 (0: none)."""
         liq = self.liquidation(lat, ln_b)
@@ -646,7 +653,6 @@ class _Claim:
         else:
             pc = (ratio * s > liq).astype(float)
             eq, de = pc * ratio * s, (1 - pc) * liq
-        claim = self.claim(lat.times[k])
         dead = np.zeros((self.lay.size, *liq.shape))
         dead[0] = eq
         dead[self.lay.d] += de
@@ -664,59 +670,51 @@ class _Claim:
         ``escape`` (conversion allowed) a holder converts an instant before the test
         where that beats the liquidation payout: the limit of converting on the last
         step before it. Cells wholly insolvent are liquidated with the conversion kink
-        averaged over z1; on cells the boundary crosses, _CELL x _CELL sub-points
-        carry the value linearly from the neighbours and the liquidation exactly.
-        Returns the insolvent share of each cell."""
+        averaged over z1; on a cell the boundary crosses, the exact insolvent share
+        weighs the means over _CELL x _CELL sub-points of the liquidation (exact) and
+        of the value (linear from the neighbours). Returns the insolvent share."""
         shape = v.shape[1:]
         f = np.broadcast_to(lat.below(k, self.ln_insolvent), shape)
+        full = f >= 1.0
+        cut = (f > 0.0) & ~full
+        if not (full.any() or cut.any()):
+            return f
+        claim = self.claim(lat.times[k])
         ln_b = np.broadcast_to(lat.ln_btc(k), shape)
         z = np.broadcast_to(lat.z1[:, None], shape)
         s = np.broadcast_to(lat.s, shape)
-        full = f >= 1.0
-        cut = (f > 0.0) & ~full
-        before = v.copy() if cut.any() and full.any() else v
+        live = v.copy() if cut.any() and full.any() else v
         if full.any():
-            v[:, full] = self._dead(lat, k, ln_b[full], z[full], s[full], escape, lat.dx1)
+            v[:, full] = self._dead(lat, ln_b[full], z[full], s[full], escape, lat.dx1, claim)
         if cut.any():
-            v, after = before, v
             i, j = np.nonzero(cut)
             n1, n2 = shape
             up, dn = np.minimum(i + 1, n1 - 1), np.maximum(i - 1, 0)
-            g1 = (v[:, up, j] - v[:, dn, j]) / np.maximum(up - dn, 1)
+            g1 = (live[:, up, j] - live[:, dn, j]) / np.maximum(up - dn, 1)
+            g2 = np.zeros_like(g1)
             if n2 > 1:
                 rt, lt = np.minimum(j + 1, n2 - 1), np.maximum(j - 1, 0)
-                g2 = (v[:, i, rt] - v[:, i, lt]) / np.maximum(rt - lt, 1)
-            else:
-                g2 = np.zeros_like(g1)
-            centre = v[:, i, j]
-            level = self.ln_insolvent - lat.ln_b[k]
-            u = lat.gamma * z[cut] + lat.z2[j] if n2 > 1 else lat.gamma * z[cut]
+                g2 = (live[:, i, rt] - live[:, i, lt]) / np.maximum(rt - lt, 1)
             mid = (np.arange(_CELL) + 0.5) / _CELL - 0.5
-            subs = [(a, b) for a in mid for b in (mid if lat.two else (0.0,))]
-            sum_dead, sum_live = np.zeros_like(centre), np.zeros_like(centre)
-            n_dead = np.zeros(u.shape)
-            deepest = shallowest = None
-            for a, b in subs:
-                d1, d2 = a * lat.dx1, b * lat.dx2
-                du = lat.gamma * d1 + d2
-                live = centre + a * g1 + b * g2
-                dead = self._dead(lat, k, ln_b[cut] + du, z[cut] + d1, s[cut] * math.exp(d1),
-                                  escape, 0.0)
-                ins = u + du < level
-                sum_dead += np.where(ins, dead, 0.0)
-                sum_live += np.where(ins, 0.0, live)
-                n_dead += ins
-                if deepest is None or du < deepest[0]:
-                    deepest = (du, dead)
-                if shallowest is None or du > shallowest[0]:
-                    shallowest = (du, live)
-            # the exact insolvent share, with the sub-points' conditional means (the
-            # most or least insolvent sub-point where none falls on one side)
-            n_live = len(subs) - n_dead
-            mean_dead = np.where(n_dead > 0, sum_dead / np.maximum(n_dead, 1), deepest[1])
-            mean_live = np.where(n_live > 0, sum_live / np.maximum(n_live, 1), shallowest[1])
+            a, b = np.meshgrid(mid, mid if lat.two else np.zeros(1), indexing="ij")
+            a, b = a.ravel()[:, None], b.ravel()[:, None]          # sub-points x nodes
+            du = lat.gamma * lat.dx1 * a + lat.dx2 * b
+            u = lat.gamma * z[cut] + (lat.z2[j] if n2 > 1 else 0.0)
+            ins = u + du < self.ln_insolvent - lat.ln_b[k]
+            dead = self._dead(lat, ln_b[cut] + du, z[cut] + lat.dx1 * a,
+                              s[cut] * np.exp(lat.dx1 * a), escape, 0.0, claim)
+            alive = live[:, i, j][:, None] + a * g1[:, None] + b * g2[:, None]
+            n_dead = ins.sum(axis=0)
+            n_live = ins.shape[0] - n_dead
+            # the sub-points' conditional means; the most or least insolvent sub-point
+            # where none falls on one side
+            deep, shallow = np.argmin(du[:, 0]), np.argmax(du[:, 0])
+            mean_dead = np.where(n_dead > 0, (dead * ins).sum(axis=1) / np.maximum(n_dead, 1),
+                                 dead[:, deep])
+            mean_live = np.where(n_live > 0, (alive * ~ins).sum(axis=1) / np.maximum(n_live, 1),
+                                 alive[:, shallow])
             fc = f[cut]
-            after[:, i, j] = fc * mean_dead + (1 - fc) * mean_live
+            v[:, i, j] = fc * mean_dead + (1 - fc) * mean_live
         return f
 
     def apply(self, lat: _Lattice, k: int, v: np.ndarray, st: _Step, conv: np.ndarray,
@@ -829,14 +827,19 @@ class _Note(_Claim):
         d, prob = window_probability(self.sch.trigger_days, self.sch.trigger_window)
         return np.interp(np.log(lat.s / self.sch.trigger_price) / day, d, prob)
 
-    def step(self, lat: _Lattice, k: int) -> _Step:
+    def plan(self, lat: _Lattice) -> list[_Step]:
+        accrued = np.asarray(self.sch.accrued(lat.times))
+        return [self.step(lat, k, accrued[k]) for k in range(lat.steps)]
+
+    def step(self, lat: _Lattice, k: int, accrued: float | None = None) -> _Step:
         t, sch = lat.times[k], self.sch
+        accrued = float(sch.accrued(t)) if accrued is None else accrued
         st = _Step(convert=self.can_convert(t), due=self.credit.is_due(t),
                    escape=self.can_convert(t - _INSTANT))
         if sch.is_put_time(t):
-            st.put = sch.put_price + float(sch.accrued(t))
+            st.put = sch.put_price + accrued
         if sch.call_allowed(t) and t >= self.call_from - _TOL:
-            st.call = sch.call_price + float(sch.accrued(t))
+            st.call = sch.call_price + accrued
             if self.level is not None:
                 st.barrier = self._barrier(lat.vol_s[k])
         before = lat.times[k - 1] if k > 0 else -1.0
@@ -949,7 +952,7 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     mh_unit = None if not state_drift else (h - h0) * loss / lat.dx1
     v = claim.terminal(lat)
     root = lat.root_view()
-    plan = [claim.step(lat, k) for k in range(lat.steps)]
+    plan = claim.plan(lat)
     conv = np.ascontiguousarray(np.broadcast_to(claim.ratio * lat.s, lat.shape))
     rows: dict = {}
     for k in range(lat.steps - 1, -1, -1):
@@ -1026,7 +1029,8 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     events = events[(events > _TOL) & (events < h - _TOL)]
     # one time per event, exact (the schedule's own tests allow only 1e-12)
     events = events[np.concatenate([[True], np.diff(events) > _TOL])] if events.size else events
-    coarse = time_grid(events, h, opt.steps)
+    steps = opt.steps or (DEFAULT_STEPS if isinstance(claim, _Note) else DEFAULT_PREFERRED_STEPS)
+    coarse = time_grid(events, h, steps)
     coarse = _long_first_steps(coarse, events[0] if events.size else h)
     grids = [_refine(coarse), coarse] if opt.extrapolate else [coarse]
     # h(S0) L in the deterministic drift; h(S) - h(S0) through the probabilities
@@ -1049,7 +1053,7 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
         notes.append(f"hazard drift clipped at {sol.clipped_drift} node-steps to keep "
                      "probabilities non-negative (extreme hazard at low equity prices)")
     settings = {
-        "engine": "lattice2d", "steps": opt.steps, "time_steps": first.steps,
+        "engine": "lattice2d", "steps": steps, "time_steps": first.steps,
         "extrapolate": opt.extrapolate, "grid": [first.z1.size - 2, max(first.z2.size - 2, 1)],
         "lambda": LAMBDA,
         "width": opt.width, "horizon": round(h, 6), "gamma": round(first.gamma, 6),
@@ -1086,7 +1090,8 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
           **options: Any) -> PricingResult:
     """Value one note (USD per note of face) or preferred share (USD per share).
 
-    Options: ``steps`` (coarse lattice, int >= 10, default :data:`DEFAULT_STEPS`),
+    Options: ``steps`` (coarse lattice, int >= 10, default :data:`DEFAULT_STEPS` for a
+    note, :data:`DEFAULT_PREFERRED_STEPS` for a preferred),
     ``extrapolate`` (Richardson with 2 x steps, default True),
     ``preferred_horizon`` (years, default 30), ``width`` (grid half-width in
     standard deviations of the horizon, default 6).
