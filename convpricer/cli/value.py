@@ -7,6 +7,7 @@ import argparse
 from .. import engines
 from ..loader import load_document
 from ..valuation import value
+from ._options import engine_options
 from ._output import add_format, records, table, to_json
 
 _TABLE_COLUMNS = ("name", "kind", "engine", "value", "units", "total_value", "parity",
@@ -32,14 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> str:
     doc = load_document(args.file)
-    options = dict(doc.engine)
-    file_engine = options.pop("kind", engines.DEFAULT_ENGINE)
-    engine = args.engine or file_engine
-    if engine != file_engine:
-        options = {}  # the file's options belong to the file's engine
-    for k in ("steps", "paths", "seed"):
-        if getattr(args, k) is not None:
-            options[k] = getattr(args, k)
+    engine, options = engine_options(doc, args)
     df = value(doc.structure, doc.market, engine=engine, greeks=not args.no_greeks, **options)
     if args.format == "csv":
         return df.to_csv(index=False)
