@@ -152,7 +152,9 @@ def stress(structure: CapitalStructure, market: Market, scenarios: pd.DataFrame 
 
     Returns the ``value_grid`` result plus ``base_value`` (per unit, at
     ``market``), ``change`` (value - base_value) and ``change_pct``
-    (change / |base_value|, None where the base value is 0), before ``error``.
+    (change / |base_value|, missing where the base value is 0), before ``error``.
+    The base valuation (greeks off) runs in this process, the grid where
+    ``client``/``scheduler`` say.
     """
     if scenarios is None:
         scenarios = stress_scenarios(market, structure)
