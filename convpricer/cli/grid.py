@@ -19,6 +19,7 @@ from .. import engines
 from ..errors import InputError
 from ..grid import LOCAL_SCHEDULERS, value_grid
 from ..loader import Document, load_document
+from ._options import engine_options
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -42,19 +43,6 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="PATH",
                    help="write the full result to PATH (.csv or .parquet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def engine_options(doc: Document, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The engine and its options: the file's [engine] table, overridden by the flags."""
-    options = dict(doc.engine)
-    file_engine = options.pop("kind", engines.DEFAULT_ENGINE)
-    engine = args.engine or file_engine
-    if engine != file_engine:
-        options = {}  # the file's options belong to the file's engine
-    for k in ("steps", "paths", "seed"):
-        if getattr(args, k) is not None:
-            options[k] = getattr(args, k)
-    return engine, options
 
 
 def run_grid(doc: Document, scenarios: pd.DataFrame, args: argparse.Namespace,
