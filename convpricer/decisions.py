@@ -27,28 +27,32 @@ def exercise(equity: np.ndarray, debt: np.ndarray, conversion_value: np.ndarray,
 
     Returns (equity, debt, decision) where decision holds the codes above.
     """
-    cont = equity + debt
-    decision = np.zeros(cont.shape, dtype=np.int8)
-    eq, de = equity.copy(), debt.copy()
+    eq = np.array(equity, dtype=float, copy=True)
+    de = np.array(debt, dtype=float, copy=True)
+    decision = np.zeros(eq.shape, dtype=np.int8)
     if call_value is not None:
-        forced = np.maximum(call_value, conversion_value)
-        called = (forced < cont) & call_mask
-        by_conv = called & (conversion_value >= call_value)
-        by_cash = called & ~by_conv
-        eq = np.where(by_conv, conversion_value, np.where(by_cash, 0.0, eq))
-        de = np.where(called, np.where(by_cash, call_value, 0.0), de)
-        decision[by_conv] = CALLED_CONVERTED
-        decision[by_cash] = CALLED_REDEEMED
-    total = eq + de
+        called = np.maximum(call_value, conversion_value) < eq + de
+        if call_mask is not True:
+            called &= call_mask
+        if called.any():
+            by_conv = called & (conversion_value >= call_value)
+            by_cash = called ^ by_conv
+            _settle(eq, de, decision, by_conv, conversion_value, 0.0, CALLED_CONVERTED)
+            _settle(eq, de, decision, by_cash, 0.0, call_value, CALLED_REDEEMED)
     if put_value is not None:
-        put = put_value > total
-        eq = np.where(put, 0.0, eq)
-        de = np.where(put, put_value, de)
-        decision[put] = PUT
-        total = eq + de
+        put = put_value > eq + de
+        if put.any():
+            _settle(eq, de, decision, put, 0.0, put_value, PUT)
     if can_convert:
-        conv = conversion_value > total
-        eq = np.where(conv, conversion_value, eq)
-        de = np.where(conv, 0.0, de)
-        decision[conv] = CONVERTED
+        conv = conversion_value > eq + de
+        if conv.any():
+            _settle(eq, de, decision, conv, conversion_value, 0.0, CONVERTED)
     return eq, de, decision
+
+
+def _settle(eq: np.ndarray, de: np.ndarray, decision: np.ndarray, where: np.ndarray,
+            equity_value: float | np.ndarray, debt_value: float | np.ndarray, code: int) -> None:
+    """Where ``where`` holds, set the equity and debt parts and the decision code."""
+    np.copyto(eq, equity_value, where=where)
+    np.copyto(de, debt_value, where=where)
+    np.copyto(decision, code, where=where)
