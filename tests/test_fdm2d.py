@@ -239,7 +239,7 @@ def test_btc_delta_with_coverage_is_positive(illustrative) -> None:
     s = structure.replace(instruments=(note,))
     res = fdm2d.price(note, market, s, grid_equity=60, grid_btc=24, steps=60)
     assert res.delta_btc > 0
-    assert res.correlation_sensitivity is not None
+    assert res.correlation_sensitivity != 0.0
 
 
 # ----- plumbing -------------------------------------------------------------------------
@@ -282,3 +282,15 @@ def test_through_the_registry(illustrative) -> None:
     res = cp.price(structure.claims[3], market, structure, engine="fdm2d", greeks=False,
                    grid_equity=30, grid_btc=40, steps=120)
     assert res.engine == "fdm2d" and 0 < res.value < 100
+
+
+def test_correlation_sensitivity_reprices_with_the_bumped_correlation(illustrative) -> None:
+    """With BTC coverage the value depends on the correlation (the mesh is fixed
+    across bumps, the operator is not)."""
+    structure, market = illustrative
+    note = replace(structure.claims[0], call_start=None, call_trigger=None)
+    s = structure.replace(instruments=(note,))
+    opts = dict(grid_equity=60, grid_btc=24, steps=60)
+    lo = value(note, market.replace(correlation=0.5), s, **opts)
+    hi = value(note, market.replace(correlation=0.9), s, **opts)
+    assert abs(hi - lo) > 1.0

@@ -745,7 +745,6 @@ class _Plan:
     mesh: _Mesh
     times: np.ndarray
     horizon: float
-    rho: float
 
 
 @dataclass(frozen=True)
@@ -775,7 +774,7 @@ def _solve(plan: _Plan, market: Market, *, probabilities: bool) -> _Solution:
     h = credit.hazard(np.exp(mesh.x))                            # per S node
     h0 = float(credit.hazard(np.array(market.equity_price)))     # in the operator's drift
     loss = credit.equity_loss
-    stepper = _Stepper(market, mesh, plan.rho, plan.horizon, spread, -h0 * loss,
+    stepper = _Stepper(market, mesh, market.correlation, plan.horizon, spread, -h0 * loss,
                        opts.scheme)
     split = spread > 0
     zeros = np.zeros(mesh.shape)
@@ -870,7 +869,7 @@ def _plan(inst: Any, market: Market, structure: CapitalStructure | None,
                        (opts.grid_btc or default.grid_btc) if needs_btc else FLAT_GRID_BTC,
                        kinks)
     steps = opts.steps or max(MIN_STEPS, round(default.steps_per_year * horizon))
-    plan = _Plan(inst, structure, opts, kinks, mesh, np.empty(0), horizon, market.correlation)
+    plan = _Plan(inst, structure, opts, kinks, mesh, np.empty(0), horizon)
     # one time per event: times from different sources agree to rounding only, and
     # the horizon is the terminal date
     events = np.unique(np.round(_rules(plan, market, credit).event_times, 12))
@@ -894,7 +893,7 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
     _check_supported(instrument, market)
     plan = _plan(instrument, market, structure, opts)
     base = _solve(plan, market, probabilities=True)
-    notes = _notes(plan)
+    notes = _notes(plan, market)
     sens: dict[str, float] = {}
     flat_btc = plan.mesh.shape[0] == FLAT_GRID_BTC
     if greeks:
@@ -927,14 +926,14 @@ def _settings(plan: _Plan, market: Market) -> dict[str, Any]:
            "monitoring": opts.monitoring, "horizon": plan.horizon,
            "equity_range": [float(np.exp(mesh.x[0])), float(np.exp(mesh.x[-1]))],
            "btc_range": [float(np.exp(mesh.y[0])), float(np.exp(mesh.y[-1]))],
-           "correlation": plan.rho, "zero_copy": ZERO_COPY,
+           "zero_copy": ZERO_COPY,
            **Credit(plan.structure, market).describe()}
     if plan.kinks.trigger is not None:
         out["call_trigger_tested"] = plan.kinks.trigger
     return out
 
 
-def _notes(plan: _Plan) -> list[str]:
+def _notes(plan: _Plan, market: Market) -> list[str]:
     inst = plan.instrument
     notes = []
     if isinstance(inst, ZeroCouponConvertible) and inst.is_callable:
@@ -954,7 +953,7 @@ def _notes(plan: _Plan) -> list[str]:
             and plan.structure.hazard_exponent > 0:
         notes.append("state-dependent hazard: equity drift beyond h(S0) * L by operator "
                      "splitting (a Crank-Nicolson convection step after each ADI step)")
-    if abs(plan.rho) == 1.0:
+    if abs(market.correlation) == 1.0:
         notes.append("correlation +-1: QuantLib's 2-D operator is degenerate but stable; "
                      "accuracy measured in docs/sections/fdm2d.md")
     return notes
