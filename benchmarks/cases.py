@@ -52,9 +52,17 @@ from convpricer.structure import CapitalStructure
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = Path(__file__).resolve().parent / "references.json"
 STRATEGY_FILE = ROOT / "fixtures" / "strategy_2025-06-30.toml"
-ENGINE_FILES = ("convpricer/engines/lattice2d.py", "convpricer/engines/fdm2d.py",
-                "convpricer/engines/montecarlo.py", "convpricer/engines/quantlib_engine.py",
-                "convpricer/waterfall.py", "convpricer/decisions.py", "convpricer/credit.py")
+#: Files whose change can move each case's references (cross-checks aside): the
+#: semi-closed forms depend on no engine, the lattice-based ones on the lattice.
+_CORE = ("convpricer/schedule.py", "convpricer/decisions.py", "convpricer/credit.py",
+         "convpricer/waterfall.py")
+DEPENDS = {
+    "zero_put": ("convpricer/engines/quantlib_engine.py", "convpricer/schedule.py"),
+    "coupon_softcall": ("convpricer/engines/lattice2d.py",
+                        "convpricer/engines/quantlib_engine.py", *_CORE),
+    "structural_zero": ("convpricer/waterfall.py",),
+    "strategy": ("convpricer/engines/lattice2d.py", *_CORE),
+}
 
 # ----- one-factor notes ------------------------------------------------------------------
 VALUATION = date(2025, 2, 21)
@@ -200,10 +208,10 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
-def engine_hashes() -> dict[str, str]:
-    """sha256 (12 hex digits) of the files whose change can move a reference."""
+def engine_hashes(case: str) -> dict[str, str]:
+    """sha256 (12 hex digits) of the files whose change can move ``case``'s reference."""
     return {f: hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:12]
-            for f in ENGINE_FILES if (ROOT / f).exists()}
+            for f in DEPENDS.get(case, ()) if (ROOT / f).exists()}
 
 
 def load_references() -> dict[str, Any]:
@@ -214,7 +222,7 @@ def load_references() -> dict[str, Any]:
 
 def stale_engines(refs: dict[str, Any], case: str) -> list[str]:
     """Engine files changed since the reference of ``case`` was computed."""
-    now = engine_hashes()
+    now = engine_hashes(case)
     then = refs.get("cases", {}).get(case, {}).get("engine_files", {})
     return sorted(f for f in now if then.get(f) != now[f])
 
@@ -311,7 +319,7 @@ def reference_structural(log: Callable[[str], None]) -> dict[str, Any]:
                            "cross_checks": {**lat, **fdm}}}
 
 
-def reference_strategy(log: Callable[[str], None], steps: tuple[int, ...] = (450, 600)
+def reference_strategy(log: Callable[[str], None], steps: tuple[int, ...] = (600, 1200)
                        ) -> dict[str, Any]:
     s, m = strategy()
     claims: dict[str, Any] = {}
@@ -335,6 +343,8 @@ def compute_references(cases: list[str], log: Callable[[str], None] = print) -> 
     """Recompute the references of ``cases`` and merge them into references.json."""
     refs = load_references()
     refs.setdefault("cases", {})
+    # engine modules are imported once, on first use: hash the files that will be used
+    hashes = {key: engine_hashes(key) for key in cases}
     builders: dict[str, Callable[[], dict[str, Any]]] = {
         "zero_put": lambda: reference_one_factor("zero_put", log),
         "coupon_softcall": lambda: reference_one_factor("coupon_softcall", log),
@@ -351,7 +361,7 @@ def compute_references(cases: list[str], log: Callable[[str], None] = print) -> 
                                   timespec="seconds"),
                               "seconds": round(time.perf_counter() - t0, 1),
                               "commit": _git("rev-parse", "--short", "HEAD"),
-                              "engine_files": engine_hashes()}
+                              "engine_files": hashes[key]}
     refs.pop("commit", None)
     refs.pop("engine_files", None)
     refs["command"] = "python -m benchmarks.run --references [--cases ...]"

@@ -278,8 +278,10 @@ def one_factor(key: str, cfg: Config, refs: dict[str, Any], rep: Report) -> None
     crr = QuantLibTree(note, m, "crr")
     fin = _financepy(note, m)
 
-    def lattice(n: int) -> cp.PricingResult:
-        return cp.price(note, m, None, engine="lattice2d", greeks=False, steps=n)
+    def lattice(n: int | None) -> cp.PricingResult:
+        """lattice2d with ``n`` steps, or at its default (n None)."""
+        opts = {} if n is None else {"steps": n}
+        return cp.price(note, m, None, engine="lattice2d", greeks=False, **opts)
 
     def qlengine(n: int) -> float:
         return cp.price(note, m, None, engine="quantlib", greeks=False, tree="lr",
@@ -293,9 +295,11 @@ def one_factor(key: str, cfg: Config, refs: dict[str, Any], rep: Report) -> None
     crr_n = n_crr if n_crr is not None else cfg.ql_crr[-1]
     lr_n = n_lr if n_lr is not None else cfg.ql_lr[-1]
     # convpricer rows: lattice2d at the count reaching 1e-4 and at its default; quantlib lr
-    rows = {"lattice2d 1e-4": n_lat, "lattice2d default": 150}
-    rows = {k: n for k, n in rows.items() if n is not None}
-    steps_of = {k: lattice(n).settings["time_steps"] for k, n in rows.items()}
+    rows: dict[str, int | None] = {"lattice2d default": None}
+    if n_lat is not None:
+        rows = {"lattice2d 1e-4": n_lat, **rows}
+    used = {k: lattice(n).settings for k, n in rows.items()}
+    steps_of = {k: u["time_steps"] for k, u in used.items()}
     steps_of["quantlib"] = lr_n | 1
     fns: dict[str, Callable[[], Any]] = {k: (lambda n=n: lattice(n)) for k, n in rows.items()}
     fns["quantlib"] = lambda: qlengine(lr_n)
@@ -317,7 +321,8 @@ def one_factor(key: str, cfg: Config, refs: dict[str, Any], rep: Report) -> None
     for k, n in rows.items():
         res = lattice(n)
         rep.rows.append(Row(key, "convpricer lattice2d (structure=None)",
-                            f"steps={n} ({steps_of[k]} time steps, Richardson)", res.value, r_cp,
+                            f"steps={res.settings['steps']} ({steps_of[k]} time steps, "
+                            "Richardson)", res.value, r_cp,
                             rel(res.value, r_cp), t[k], peers(k),
                             "first ladder count holding 1e-4" if k.endswith("1e-4") else
                             "default steps"))
@@ -379,7 +384,7 @@ def one_factor(key: str, cfg: Config, refs: dict[str, Any], rep: Report) -> None
         ratio = t[f"financepy {k}"].median / t[k].median
         rep.targets.append(Target(
             f"{key}: at least 10x faster than FinancePy at equal steps", ratio >= 10,
-            f"lattice2d steps={rows[k]} ({steps_of[k]} time steps) {_ms(t[k].median)} vs "
+            f"lattice2d steps={used[k]['steps']} ({steps_of[k]} time steps) {_ms(t[k].median)} vs "
             f"FinancePy {steps_of[k]} steps {_ms(t[f'financepy {k}'].median)}: {ratio:.1f}x"))
 
 
@@ -388,8 +393,9 @@ def structural_zero(cfg: Config, refs: dict[str, Any], rep: Report) -> None:
     note, s, m = cases.STRUCTURAL_ZERO, cases.STRUCTURE_2F, cases.MARKET_2F
     ref = _ref(refs, "structural_zero")["value"]
 
-    def lattice(n: int) -> cp.PricingResult:
-        return cp.price(note, m, s, engine="lattice2d", greeks=False, steps=n)
+    def lattice(n: int | None) -> cp.PricingResult:
+        opts = {} if n is None else {"steps": n}
+        return cp.price(note, m, s, engine="lattice2d", greeks=False, **opts)
 
     def fdm() -> cp.PricingResult:
         return cp.price(note, m, s, engine="fdm2d", greeks=False)
@@ -397,7 +403,9 @@ def structural_zero(cfg: Config, refs: dict[str, Any], rep: Report) -> None:
     sw = sweep(lambda n: lattice(n).value, cfg.lattice_2f, ref)
     rep.sweeps["structural_zero"] = {"lattice2d": [list(p) for p in sw]}
     n_tol = steps_to(sw, TOL)
-    settings = {"default": 150} | ({"1e-4": n_tol} if n_tol is not None else {})
+    settings: dict[str, int | None] = {"default": None}
+    if n_tol is not None:
+        settings = {"1e-4": n_tol, **settings}
     fns: dict[str, Callable[[], Any]] = {k: (lambda n=n: lattice(n)) for k, n in settings.items()}
     fns["fdm2d"] = fdm
     t = race(fns, cfg.repeat)
@@ -405,7 +413,8 @@ def structural_zero(cfg: Config, refs: dict[str, Any], rep: Report) -> None:
     peer = {"QuantLib": {"name": "fdm2d (QuantLib 2-D FD) defaults", "time": t["fdm2d"].median}}
     for k, n in settings.items():
         res = lattice(n)
-        rep.rows.append(Row("structural_zero", "convpricer lattice2d", f"steps={n} "
+        rep.rows.append(Row("structural_zero", "convpricer lattice2d",
+                            f"steps={res.settings['steps']} "
                             f"(grid {res.settings['grid']}, {res.settings['time_steps']} time "
                             "steps)", res.value, ref, rel(res.value, ref), t[k],
                             {"QuantLib": {**peer["QuantLib"],
@@ -574,7 +583,7 @@ def profile_targets(cfg: Config) -> dict[str, Callable[[], Any]]:
         "coupon_softcall": lambda: cp.price(cases.COUPON_SOFTCALL, cases.MARKET_1F, None,
                                             greeks=False, steps=1280),
         "structural_zero": lambda: cp.price(cases.STRUCTURAL_ZERO, cases.MARKET_2F,
-                                            cases.STRUCTURE_2F, greeks=False, steps=150),
+                                            cases.STRUCTURE_2F, greeks=False, steps=95),
         "strategy": lambda: cp.value(s, m, greeks=False, steps=cfg.strategy[-1]),
         "waterfall": lambda: payouts(s, b),
         "montecarlo": lambda: montecarlo.price(cases.STRUCTURAL_ZERO, cases.MARKET_2F,
@@ -587,13 +596,13 @@ def profile(names: list[str], cfg: Config, top: int = 12) -> str:
     out = io.StringIO()
     targets = profile_targets(cfg)
     for name in names:
-        pr = cProfile.Profile()
-        t0 = time.perf_counter()
+        pr = cProfile.Profile(time.process_time)
+        t0 = time.process_time()
         pr.runcall(targets[name])
-        total = time.perf_counter() - t0
+        total = time.process_time() - t0
         st = pstats.Stats(pr)
         rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
-        out.write(f"\n### profile {name} ({total:.2f} s under cProfile)\n\n"
+        out.write(f"\n### profile {name} ({total:.2f} s CPU under cProfile)\n\n"
                   "| function | file:line | calls | own time | share |\n|---|---|---|---|---|\n")
         for (file, line, fn), (_, ncalls, tt, _, _) in rows:
             short = file.split("site-packages/")[-1].split("/work/main/")[-1]
