@@ -3,13 +3,17 @@
 The two engines value the same model (docs/sections/two_factor_conventions.md)
 by independent methods: backward induction on a recombining lattice, and
 simulation with a regressed exercise policy. They must agree within three
-Monte Carlo standard errors plus the lattice's discretisation error
-(:data:`LATTICE_REL`, relative). The full sweep is slow (every claim of every
-fixture at 32k paths) and marked so; one fast case runs always.
+Monte Carlo standard errors plus the lattice's own error: its discretisation
+(:data:`LATTICE_REL`, relative) and, for a soft call on N of M days, its
+barrier approximation of the rule (:data:`LATTICE_NOFM_REL`; docs/sections/
+lattice2d.md measures 0.3-0.4%; Monte Carlo counts the closes exactly). The
+full sweep is slow (every claim of every fixture at 32k paths) and marked so;
+the fast cases run always.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FILES = ("illustrative.toml", "strategy_2024-12-31.toml", "strategy_2025-06-30.toml")
 #: Allowance for the lattice's own discretisation error at its defaults (relative).
 LATTICE_REL = 1e-3
+#: ... and for its approximation of an N-of-M soft-call rule (relative).
+LATTICE_NOFM_REL = 5e-3
 MC_OPTIONS = {"paths": 32768}
 
 
@@ -43,7 +49,8 @@ def assert_agree(fixture: str, claim: str, **options) -> None:
     inst = structure[claim]
     lat = lattice.price(inst, market, structure, greeks=False)
     sim = mc.price(inst, market, structure, greeks=False, **{**MC_OPTIONS, **options})
-    tol = 3 * sim.std_error + LATTICE_REL * abs(lat.value)
+    n_of_m = getattr(inst, "call_trigger_days", None) is not None
+    tol = 3 * sim.std_error + (LATTICE_NOFM_REL if n_of_m else LATTICE_REL) * abs(lat.value)
     assert abs(sim.value - lat.value) <= tol, (
         f"{fixture} {claim}: montecarlo {sim.value:.4f} +- {sim.std_error:.4f} "
         f"(p_default {sim.p_default:.4f}), lattice2d {lat.value:.4f} "
@@ -61,6 +68,22 @@ def test_note_without_structure_agrees() -> None:
 
 def test_illustrative_note_with_structure_agrees() -> None:
     assert_agree("illustrative.toml", "2030 zero-coupon notes", paths=16384)
+
+
+def test_strategy_note_with_single_day_triggers_agrees() -> None:
+    """Both engines are exact for single-day triggers: the tight tolerance applies.
+    The 2031 notes with every note's 20-of-30 rule made a single-day test."""
+    path = FIXTURES / "strategy_2025-06-30.toml"
+    if not path.exists():
+        pytest.skip("fixture not shipped")
+    structure, market = cp.load(path)
+    structure = structure.replace(instruments=tuple(
+        replace(x, call_trigger_days=None, call_trigger_window=None)
+        if getattr(x, "call_trigger_days", None) else x for x in structure.instruments))
+    inst = structure["2031 notes"]
+    lat = lattice.price(inst, market, structure, greeks=False)
+    sim = mc.price(inst, market, structure, greeks=False, paths=16384)
+    assert abs(sim.value - lat.value) <= 3 * sim.std_error + LATTICE_REL * lat.value
 
 
 @pytest.mark.slow

@@ -95,6 +95,7 @@ _PURPOSE_VALUE, _PURPOSE_PILOT = 0, 1
 _XI_CLIP = 5.0     # ln(S/K) is clipped to +-5 in the regression basis
 _COV_CLIP = 3.0    # ln(assets / claims) likewise to +-3
 _TOL = 1e-9
+_INSTANT = 1e-6    # "an instant before" a due date, years
 _MIN_REGRESSION = 64  # fewer candidate pilot paths at a date: no exercise there
 
 
@@ -283,6 +284,7 @@ class _Plan:
     end_date: date              # maturity, or the preferred's horizon date
     dividend: np.ndarray        # bool: a preferred dividend date
     due: np.ndarray             # bool: structural default test
+    escape: np.ndarray          # bool: conversion allowed an instant before t_k
     decide: np.ndarray          # bool: a decision date
     trigger: float | None       # ln of the soft-call trigger price
     trigger_n: int | None       # N of M (None: single-day test)
@@ -322,17 +324,6 @@ def _on_grid(times: np.ndarray, ts: np.ndarray) -> np.ndarray:
     ts = np.asarray(ts, dtype=float)
     idx = np.minimum(np.searchsorted(times, ts - _TOL), times.size - 1)
     return idx[np.abs(times[idx] - ts) < 1e-7]
-
-
-def _eves(market: Market, times: np.ndarray) -> np.ndarray:
-    """The NYSE business day before each of ``times`` (dates on the Act/365 grid): a
-    holder's last chance to convert before a structural default test."""
-    out = []
-    for t in times:
-        d = ql_date(market.valuation_date + timedelta(days=round(t * 365)))
-        eve = CALENDAR.advance(d, -1, ql.Days)
-        out.append(market.time(date(eve.year(), eve.month(), eve.dayOfMonth())))
-    return np.array([t for t in out if t > 0])
 
 
 def _claims_through(structure: CapitalStructure, inst) -> float:
@@ -378,8 +369,6 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
                      "value = liquidation payout with the path's arrears, or conversion")
     due_t = credit.due_times[credit.due_times <= horizon + _TOL]
     events.append(due_t)
-    if inst.conversion_ratio > 0:
-        events.append(_eves(market, due_t))
     times, monitored = _grid(market, horizon, np.concatenate(events), opt.steps_per_year, daily)
     nk = times.size
     dyn = _Dynamics(market, credit, times)
@@ -405,6 +394,8 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
         for k, t in enumerate(times[:-1]):
             convert_ok[k] = sch.conversion_allowed(t) and inst.conversion_ratio > 0
             call_ok[k] = sch.call_allowed(t) and (daily is None or monitored[k])
+        escape = np.array([inst.conversion_ratio > 0 and t > 0
+                           and sch.conversion_allowed(t - _INSTANT) for t in times])
         call_value = sch.call_price + sch.accrued(times)
         if sch.trigger_price is not None:
             trigger = math.log(sch.trigger_price)
@@ -417,14 +408,15 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
         end_date = hdate
         dividend[_on_grid(times, psch.dividend_times)] = True
         convert_ok[:-1] = inst.conversion_ratio > 0
+        escape = np.full(nk, inst.conversion_ratio > 0)
         if psch.call_start is not None:
             call_ok[:-1] = times[:-1] >= psch.call_start - _TOL
             call_value[:] = psch.call_price
     # the floor n S exp(-(q + h (1 - L)) dt) >= n S where carry and hazard loss vanish
     no_carry = market.equity_carry <= 0 and (not credit.has_hazard or credit.equity_loss >= 1)
     nxt_ok = np.append(convert_ok[1:] | (np.arange(1, nk) == nk - 1), False)
-    holder_free = no_carry & nxt_ok & ~(np.append(due[1:], False) & (structure is not None)) \
-        & (inst.conversion_ratio > 0)
+    trapped = np.append(due[1:] & ~escape[1:], False) & (structure is not None)
+    holder_free = no_carry & nxt_ok & ~trapped & (inst.conversion_ratio > 0)
     decide = (convert_ok & ~holder_free) | call_ok | ~np.isnan(put_value)
     decide[0] = decide[-1] = False   # t = 0: on the estimates; maturity: the terminal payoff
     funding_events: dict[int, tuple[date, tuple[int, ...]]] = {}
@@ -448,8 +440,8 @@ def _plan(inst, market: Market, structure: CapitalStructure | None, opt: Options
                  times=times, monitored=monitored, dyn=dyn, df=df, dfc=df * np.exp(-cs * times),
                  face=face, ratio=ratio, s_ref=s_ref, final=final, convert_ok=convert_ok,
                  call_ok=call_ok, call_value=call_value, put_value=put_value, coupon=coupon,
-                 claim=claim, end_date=end_date,
-                 dividend=dividend, due=due, decide=decide, trigger=trigger, trigger_n=trig_n,
+                 claim=claim, end_date=end_date, dividend=dividend, due=due, escape=escape,
+                 decide=decide, trigger=trigger, trigger_n=trig_n,
                  trigger_m=trig_m, funding_events=funding_events,
                  claims_through=0.0 if structure is None else _claims_through(structure, inst),
                  var_s_end=float(market.variance("equity", horizon)),
@@ -767,11 +759,14 @@ def _continuation(plan: _Plan, k: int, ls: np.ndarray, la: np.ndarray | None,
 def _hold_one_step(plan: _Plan, k: int, ls: np.ndarray) -> np.ndarray | None:
     """An exact lower bound of the continuation at t_k: hold to t_{k+1}, then convert
     (share part n S e^{-(q + h (1 - L)) dt}, cash part the coupon of t_{k+1}, both
-    weighted by survival; recovery >= 0 is left out). None where it is not a bound:
-    no conversion at t_{k+1}, or a structural default test there."""
+    weighted by survival; recovery >= 0 is left out). Across a structural test it
+    holds through conversion an instant before the test (max(parity, liquidation)),
+    without the coupon, which a default forfeits. None where it is not a bound: no
+    conversion at t_{k+1}, or a test there that conversion cannot escape."""
     nxt = k + 1
     can = plan.ratio > 0 and (nxt == plan.steps or plan.convert_ok[nxt])
-    if not can or (plan.due[nxt] and plan.structure is not None):
+    tested = bool(plan.due[nxt]) and plan.structure is not None
+    if not can or (tested and not plan.escape[nxt]):
         return None
     dyn = plan.dyn
     s = np.exp(ls)
@@ -783,7 +778,7 @@ def _hold_one_step(plan: _Plan, k: int, ls: np.ndarray) -> np.ndarray | None:
         carry = carry + h * (1.0 - dyn.loss) * dyn.dt[k]
     out = np.empty((ls.size, 2))
     out[:, 0] = plan.ratio * s * np.exp(-carry)
-    out[:, 1] = plan.coupon[nxt] * plan.dfc[nxt] / plan.dfc[k] * surv
+    out[:, 1] = 0.0 if tested else plan.coupon[nxt] * plan.dfc[nxt] / plan.dfc[k] * surv
     return out
 
 
@@ -815,7 +810,8 @@ class _Record:
     cash: dict[int, np.ndarray]        # k -> PV of the cash paid at t_k (per path)
     ctrl: dict[int, np.ndarray]        # k -> controls (n, p) where a path may stop
     dead: np.ndarray                   # first structural default index (K+1: none)
-    dead_value: np.ndarray             # PV of the liquidation value there
+    dead_eq: np.ndarray                # PV there: conversion an instant before
+    dead_de: np.ndarray                # PV there: liquidation payout
     term_eq: np.ndarray                # PV of the terminal share part
     term_de: np.ndarray                # PV of the terminal cash part
 
@@ -879,7 +875,8 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
         rec["cash"] = {}
         rec["ctrl"] = {}
         rec["dead"] = np.full(n, K + 1, np.int32)
-        rec["dead_value"] = np.zeros(n)
+        rec["dead_eq"] = np.zeros(n)
+        rec["dead_de"] = np.zeros(n)
     else:
         out = {"eq": np.zeros(n), "de": np.zeros(n), "code": np.full(n, MATURED, np.int8),
                "stop": np.full(n, K, np.int32), "q_stop": np.ones(n),
@@ -975,13 +972,19 @@ def _forward(plan: _Plan, normals: _Normals, n: int, policy: dict[int, _Fit] | N
                 di = idx[bad]
                 a = arrears_of(di)
                 liq = cover.liquidation(st, di, a if plan.cumulative else None)
+                conv = plan.ratio * np.exp(st["ls"][di]) if plan.escape[kk] \
+                    else np.zeros(di.size)
+                esc = conv > liq
+                eq_t, de_t = np.where(esc, conv, 0.0), np.where(esc, 0.0, liq)
                 if pilot:
                     rec["dead"][di] = kk
-                    rec["dead_value"][di] = liq * plan.dfc[kk] * q_of(di)
+                    rec["dead_eq"][di] = eq_t * plan.df[kk] * q_of(di)
+                    rec["dead_de"][di] = de_t * plan.dfc[kk] * q_of(di)
                 else:
                     claim = plan.claim[kk] + (0.0 if a is None else a)
-                    stop(di, kk, np.zeros(di.size), liq, decisions.DEFAULTED,
-                         impaired=liq < claim - 1e-9)
+                    stop(di, kk, eq_t, de_t,
+                         np.where(esc, decisions.CONVERTED, decisions.DEFAULTED),
+                         impaired=~esc & (liq < claim - 1e-9))
                 alive[di] = False
         if plan.coupon[kk] > 0 or plan.dividend[kk]:
             idx = np.flatnonzero(alive)
@@ -1098,8 +1101,8 @@ def _fit_policy(plan: _Plan, rec: _Record) -> tuple[dict[int, _Fit], float]:
 
     def liquidate(k: int) -> None:
         m = rec.dead == k
-        eq0[m] = 0.0
-        de0[m] = rec.dead_value[m]
+        eq0[m] = rec.dead_eq[m]
+        de0[m] = rec.dead_de[m]
         if m.any():
             c0[m] = rec.ctrl[k][m]
 
