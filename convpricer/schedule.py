@@ -17,6 +17,9 @@ import QuantLib as ql
 from .instruments import PreferredStock, ZeroCouponConvertible
 from .market import ql_date, year_fraction
 
+#: Times closer than this (years, about 3 seconds) are the same event.
+EVENT_TOL = 1e-7
+
 #: Day count of coupon amounts (Strategy's indentures: 30/360).
 COUPON_DAY_COUNT = ql.Thirty360(ql.Thirty360.BondBasis)
 
@@ -66,7 +69,9 @@ class ConvertibleSchedule:
         ta = np.atleast_1d(np.asarray(t, dtype=float))
         out = np.zeros_like(ta)
         for start, end, amount in self._accrual_fractions:
-            m = (ta > start) & (ta < end)
+            # a time within EVENT_TOL of a coupon date is that date: the coupon is
+            # paid then and nothing has accrued (no double count from rounding)
+            m = (ta > start + EVENT_TOL) & (ta < end - EVENT_TOL)
             out[m] = amount * (ta[m] - start) / (end - start)
         return out if np.ndim(t) else float(out[0])
 
