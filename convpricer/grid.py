@@ -250,7 +250,7 @@ def _chunked(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
 
 
 def _progress_bar(total: int, progress: bool | None, desc: str):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain bar on stderr: tqdm.auto warns in kernels without ipywidgets
 
     # progress=None: a bar only when stderr is a terminal (tqdm's disable=None)
     return tqdm(total=total, desc=desc, unit="scenario", disable=None if progress is None
