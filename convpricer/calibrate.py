@@ -84,14 +84,18 @@ def apply(params: Mapping[str, float], structure: CapitalStructure,
 
 def calibrate(structure: CapitalStructure, market: Market, observed: Mapping[str, float],
               parameters: Sequence[str] = ("equity_vol",), *, engine: str = "lattice2d",
-              initial: Mapping[str, float] | None = None, tol: float = 0.02,
+              initial: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
+              tol: float = 0.02,
               **options: Any) -> CalibrationResult:
     """Fit ``parameters`` so that the model reproduces ``observed`` prices.
 
     ``observed`` maps instrument names to per-unit prices (USD per note of
     face, per preferred share). ``tol`` is the largest acceptable RMS relative
-    error; a worse best fit raises CalibrationError. Engine options (steps...)
-    are passed through; greeks are not computed.
+    error; a worse best fit raises CalibrationError. ``initial`` is a starting
+    point, or a list of them (multi-start: parameters such as a volatility and
+    a spread can trade off along a flat valley; the best fit over all starts
+    is kept). Engine options (steps...) are passed through; greeks are not
+    computed.
     """
     if not observed:
         raise InputError("observed", {}, "needs at least one observed price")
@@ -108,13 +112,13 @@ def calibrate(structure: CapitalStructure, market: Market, observed: Mapping[str
     names = list(observed)
     obs = np.array([float(observed[n]) for n in names])
     for n, v in zip(names, obs, strict=True):
-        structure[n]  # KeyError -> unknown instrument
+        if n not in {x.name for x in structure.claims}:
+            raise InputError(f"observed[{n}]", v, "names no note or preferred of the structure")
         if not np.isfinite(v) or v <= 0:
             raise InputError(f"observed[{n}]", v, "must be a positive price")
     lo = np.array([PARAMETERS[p][0] for p in parameters])
     hi = np.array([PARAMETERS[p][1] for p in parameters])
-    start = _start(parameters, structure, market, initial)
-    x0 = np.clip(start, lo + 1e-9, hi - 1e-9)
+    starts = [initial] if initial is None or isinstance(initial, Mapping) else list(initial)
     if "hazard_rate" in parameters:  # a spread and a hazard rate cannot coexist
         structure, market = apply({"credit_spread": 0.0}, structure, market)
 
@@ -123,8 +127,14 @@ def calibrate(structure: CapitalStructure, market: Market, observed: Mapping[str
         return np.array([price(s[n], m, s, engine, greeks=False, **options).value
                          for n in names])
 
-    sol = least_squares(lambda x: model(x) / obs - 1.0, x0, bounds=(lo, hi),
-                        diff_step=1e-3, xtol=1e-6, ftol=1e-8, max_nfev=60)
+    sol, nfev = None, 0
+    for guess in starts:
+        x0 = np.clip(_start(parameters, structure, market, guess), lo + 1e-9, hi - 1e-9)
+        trial = least_squares(lambda x: model(x) / obs - 1.0, x0, bounds=(lo, hi),
+                              diff_step=1e-3, xtol=1e-6, ftol=1e-8, max_nfev=60)
+        nfev += trial.nfev
+        if sol is None or trial.cost < sol.cost:
+            sol = trial
     params = dict(zip(parameters, map(float, sol.x), strict=True))
     s, m = apply(params, structure, market)
     fitted = model(sol.x)
@@ -132,7 +142,7 @@ def calibrate(structure: CapitalStructure, market: Market, observed: Mapping[str
     fit = pd.DataFrame({"name": names, "observed": obs, "model": fitted,
                         "error": fitted - obs, "relative_error": rel})
     rms = float(np.sqrt(np.mean(rel ** 2)))
-    res = CalibrationResult(params, fit, m, s, rms, int(sol.nfev), sol.message)
+    res = CalibrationResult(params, fit, m, s, rms, int(nfev), sol.message)
     if rms > tol:
         raise CalibrationError(f"no parameters in the allowed ranges reproduce the prices: "
                                f"best RMS relative error {rms:.2%} > tolerance {tol:.2%} "

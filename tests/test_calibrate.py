@@ -44,6 +44,14 @@ def test_recovers_credit_spread():
     assert res.parameters["credit_spread"] == pytest.approx(0.03, abs=1e-4)
 
 
+def test_multi_start_keeps_the_best_fit():
+    target = cp.price(NOTE, MARKET, STRUCTURE, greeks=False, **OPTS).value
+    res = calibrate(STRUCTURE, MARKET, {"note": target}, ("equity_vol",),
+                    initial=[{"equity_vol": 2.5}, {"equity_vol": 0.3}], **OPTS)
+    assert res.parameters["equity_vol"] == pytest.approx(0.6, abs=1e-4)
+    assert res.evaluations >= 2
+
+
 def test_price_below_every_model_value_has_no_solution():
     # a note is worth at least its bond floor; half of it cannot be reproduced
     # by any volatility
@@ -60,6 +68,8 @@ def test_under_determined_and_bad_inputs_are_refused():
         calibrate(STRUCTURE, MARKET, {"note": 1000.0}, ("gamma",))
     with pytest.raises(cp.InputError, match="observed"):
         calibrate(STRUCTURE, MARKET, {"note": float("nan")}, ("equity_vol",))
+    with pytest.raises(cp.InputError, match="names no note"):
+        calibrate(STRUCTURE, MARKET, {"nope": 1000.0}, ("equity_vol",))
 
 
 def test_hazard_from_spread_matches_credit_triangle_and_reprices():
