@@ -181,7 +181,10 @@ def test_agrees_with_lattice2d_on_illustrative_notes(illustrative, index: int) -
     res = fdm2d.price(note, market, structure, greeks=False)
     assert res.value == pytest.approx(ref.value, rel=1e-3)
     assert res.p_default == pytest.approx(ref.p_default, abs=5e-3)
-    assert res.p_convert == pytest.approx(ref.p_convert, abs=5e-3)
+    # p_convert is the probability of a discontinuous event and is not extrapolated:
+    # it converges at first order (coupon note: lattice 0.3836 at 200 steps, 0.3803
+    # at 400; fdm2d 0.3782 default mesh, 0.3787 at 300 x 120)
+    assert res.p_convert == pytest.approx(ref.p_convert, abs=7.5e-3)
 
 
 def test_refining_the_mesh_moves_the_value_less_and_less(illustrative) -> None:
