@@ -9,6 +9,16 @@ from .. import engines
 from ..loader import Document
 
 
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """--engine, --steps, --paths and --seed: the flags every pricing subcommand takes."""
+    p.add_argument("--engine", choices=tuple(engines.ENGINES), default=None,
+                   help=f"pricing engine (default: the file's [engine].kind, else "
+                        f"{engines.DEFAULT_ENGINE})")
+    p.add_argument("--steps", type=int, default=None, help="time steps (lattice engines)")
+    p.add_argument("--paths", type=int, default=None, help="paths (montecarlo)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (montecarlo)")
+
+
 def engine_options(doc: Document, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The engine and its options: the file's [engine] table, overridden by the flags."""
     options = dict(doc.engine)

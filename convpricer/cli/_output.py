@@ -39,6 +39,9 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def table(df: pd.DataFrame, title: str = "") -> str:
+    """A plain-text table; missing values (None, NaN) print as '-'."""
+    df = df.apply(lambda c: c.map(lambda v: "-" if v is None else v) if c.dtype == object
+                  else c)
     with pd.option_context("display.max_columns", None, "display.width", 200,
                            "display.float_format", lambda x: f"{x:,.4f}"):
         body = df.to_string(index=False, na_rep="-")

@@ -15,21 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from .. import engines
 from ..errors import InputError
 from ..grid import LOCAL_SCHEDULERS, value_grid
 from ..loader import Document, load_document
-from ._options import engine_options
+from ._options import add_engine_arguments, engine_options
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Engine and scheduling options shared by ``grid`` and ``stress``."""
-    p.add_argument("--engine", choices=tuple(engines.ENGINES), default=None,
-                   help=f"pricing engine (default: the file's [engine].kind, else "
-                        f"{engines.DEFAULT_ENGINE})")
-    p.add_argument("--steps", type=int, default=None, help="time steps (lattice engines)")
-    p.add_argument("--paths", type=int, default=None, help="paths (montecarlo)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (montecarlo)")
+    add_engine_arguments(p)
     p.add_argument("--greeks", action="store_true",
                    help="also compute bump-and-reprice greeks in every scenario (slower)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .. import engines
 from ..loader import load_document
 from ..valuation import value
-from ._options import engine_options
+from ._options import add_engine_arguments, engine_options
 from ._output import add_format, records, table, to_json
 
 _TABLE_COLUMNS = ("name", "kind", "engine", "value", "units", "total_value", "parity",
@@ -20,12 +19,7 @@ _COMMON_KEYS = ("value_per_share", "nav_per_share", "diluted_nav_per_share", "mn
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("value", help="value every instrument in a file")
     p.add_argument("file", help="a convpricer/1 TOML file")
-    p.add_argument("--engine", choices=tuple(engines.ENGINES), default=None,
-                   help=f"pricing engine (default: the file's [engine].kind, else "
-                        f"{engines.DEFAULT_ENGINE})")
-    p.add_argument("--steps", type=int, default=None, help="time steps (lattice engines)")
-    p.add_argument("--paths", type=int, default=None, help="paths (montecarlo)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (montecarlo)")
+    add_engine_arguments(p)
     p.add_argument("--no-greeks", action="store_true", help="skip bump-and-reprice greeks")
     add_format(p)
     p.set_defaults(run=run)
