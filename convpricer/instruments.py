@@ -269,7 +269,6 @@ class CommonEquity:
         _set(self, "name", chk.text("name", self.name))
 
 
-Convertible = ZeroCouponConvertible  # ConvertibleNote is a subclass
 Instrument = ZeroCouponConvertible | PreferredStock | CommonEquity
 KINDS: dict[str, type] = {c.kind: c for c in (ZeroCouponConvertible, ConvertibleNote,
                                               PreferredStock, CommonEquity)}

@@ -134,6 +134,3 @@ class CapitalStructure:
 
     def replace(self, **changes: Any) -> CapitalStructure:
         return replace(self, **changes)
-
-    def without(self, name: str) -> CapitalStructure:
-        return self.replace(instruments=tuple(x for x in self.instruments if x.name != name))
