@@ -47,7 +47,7 @@ from ..market import Curve, Market
 from ..results import PricingResult
 from ..schedule import PREFERRED_HORIZON, convertible_schedule, preferred_schedule, time_grid
 from ..structure import CapitalStructure
-from . import check_options
+from . import check_options, lattice_kernel
 
 KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_stock"})
 OPTIONS = frozenset({"steps", "extrapolate", "preferred_horizon", "width"})
@@ -158,15 +158,6 @@ def window_probability(days: int, window: int, paths: int = 4096
 
 
 # ----- the lattice ----------------------------------------------------------------
-def _ghosts(v: np.ndarray, two: bool) -> None:
-    """Refill the ghost rows (and columns) of (K, n1, n2) by linear extrapolation."""
-    if two:
-        v[:, :, 0] = 2.0 * v[:, :, 1] - v[:, :, 2]
-        v[:, :, -1] = 2.0 * v[:, :, -2] - v[:, :, -3]
-    v[:, 0] = 2.0 * v[:, 1] - v[:, 2]
-    v[:, -1] = 2.0 * v[:, -2] - v[:, -3]
-
-
 def _box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
     """P(U1 + U2 <= x) for independent U1 ~ U[-h1, h1], U2 ~ U[-h2, h2]."""
     h1, h2 = sorted((abs(h1), abs(h2)))
@@ -273,47 +264,17 @@ class _Lattice:
 
     def expect(self, v: np.ndarray, k: int, mh: np.ndarray | None = None) -> np.ndarray:
         """E[v(t_k+1) | node at t_k] on every node, for a stack v of shape (K, n1, n2)
-        (ghosts included); ``mh`` (n1, 1) is an extra mean move of Z1 in rows (hazard
-        drift), with the matching move -gamma * mh of the bitcoin factor.
-
-        The grid is flattened: a move of one column is a shift of 1, of one row a
-        shift of n2, so every term is one contiguous array operation."""
-        a, b, e, g, m = self.a[k], self.b[k], self.e[k], self.g[k], self.m[k]
-        two = self.two
-        _ghosts(v, two)
-        kk, n1, n2 = v.shape
-        x = v.reshape(kk, -1)
-        n = x.shape[1]
-        r = n2
-        out = np.zeros_like(x)
-        if two:
-            w = np.zeros_like(x)
-            w[:, 1:-1] = 0.5 * b * (x[:, 2:] + x[:, :-2]) + (1.0 - b) * x[:, 1:-1]
-        else:
-            w = x
-        inner = out[:, r:n - r]
-        inner += (1.0 - a) * w[:, r:n - r]
-        inner += 0.5 * (a + m) * w[:, 2 * r:]
-        inner += 0.5 * (a - m) * w[:, :n - 2 * r]
-        if mh is not None:
-            mf = np.broadcast_to(mh, (n1, n2)).reshape(-1)
-            inner += 0.5 * mf[r:n - r] * (w[:, 2 * r:] - w[:, :n - 2 * r])
-        if two:
-            c = out[:, r + 1:n - r - 1]
-            if e != 0.0:
-                c += 0.25 * e * (x[:, 2 * r + 2:] + x[:, :n - 2 * r - 2]
-                                 - x[:, 2 * r:n - 2] - x[:, 2:n - 2 * r])
-            if g != 0.0:
-                d2 = x[:, 2:] - 2.0 * x[:, 1:-1] + x[:, :-2]
-                c += g * (d2[:, 2 * r:] - 2.0 * d2[:, r:n - 2 - r] + d2[:, :n - 2 - 2 * r])
-            if mh is not None and self.gamma != 0.0:
-                s1 = (1.0 - a) * x[:, r:n - r] + 0.5 * a * (x[:, 2 * r:] + x[:, :n - 2 * r])
-                c -= 0.5 * self.gp * mf[r + 1:n - r - 1] * (s1[:, 2:] - s1[:, :-2])
-        res = out.reshape(v.shape)
-        _ghosts(res, two)
-        return res
+        (ghosts included, refilled in v); ``mh`` (n1, 1) is an extra mean move of Z1
+        in rows (hazard drift), with the matching move -gamma * mh of the bitcoin
+        factor (lattice_kernel.expect)."""
+        out = np.empty_like(v)
+        hazard = _NO_DRIFT if mh is None else np.ascontiguousarray(mh, dtype=float).reshape(-1)
+        lattice_kernel.expect(v, out, self.a[k], self.b[k], self.e[k], self.g[k], self.m[k],
+                              self.gp, hazard)
+        return out
 
 
+_NO_DRIFT = np.empty(0)
 _MOVES = np.array([-1.0, 0.0, 1.0])
 _D2 = np.array([1.0, -2.0, 1.0])
 
@@ -467,6 +428,12 @@ class _Layout:
     def size(self) -> int:
         return 1 + self.split + self.arrears + 3 * self.probs
 
+    @property
+    def flags(self) -> tuple[bool, int, int]:
+        """(split, U row, p_convert row) for lattice_kernel, -1 where absent."""
+        return (self.split, -1 if self.u is None else self.u,
+                -1 if self.pc is None else self.pc)
+
     def value(self, v: np.ndarray) -> np.ndarray:
         return v[0] + v[1] if self.split else v[0]
 
@@ -477,22 +444,10 @@ class _Layout:
 
 def _settle(v: np.ndarray, lay: _Layout, eq: np.ndarray, de: np.ndarray,
             dec: np.ndarray) -> None:
-    """Write decisions' (E, D) into v and update the indicator rows in place."""
-    if lay.split:
-        v[0], v[1] = eq, de
-    else:
-        v[0] = eq + de
-    if lay.u is None and lay.pc is None:
-        return
-    conv = (dec == decisions.CONVERTED) | (dec == decisions.CALLED_CONVERTED)
-    ended = dec != decisions.HOLD
-    if lay.u is not None:
-        v[lay.u] = np.where(conv, 0.0, np.where(ended, 1.0, v[lay.u]))
-    if lay.pc is not None:
-        pc = lay.pc
-        v[pc] = np.where(conv, 1.0, np.where(ended, 0.0, v[pc]))
-        v[pc + 1] = np.where(ended, 0.0, v[pc + 1])
-        v[pc + 2] = np.where(ended, 0.0, v[pc + 2])
+    """Write decisions' (E, D) into the (C-contiguous) stack v and update the
+    indicator rows, in place (lattice_kernel.settle)."""
+    lattice_kernel.settle(v.reshape(v.shape[0], -1), eq.reshape(-1), de.reshape(-1),
+                          dec.reshape(-1), *lay.flags)
 
 
 #: Sub-points per cell when a decision date is smoothed (midpoint rule in Z1).
@@ -573,6 +528,59 @@ class _Step:
     @property
     def decides(self) -> bool:
         return self.convert or self.put is not None or self.call is not None
+
+    @property
+    def ordinary(self) -> bool:
+        """Expectation, discount, plain decisions and a coupon only: a step for
+        lattice_kernel.sweep."""
+        return not (self.smooth or self.start_up or self.due or self.dividend)
+
+
+@dataclass
+class _Ordinary:
+    """The plan's ordinary steps as arrays for lattice_kernel.sweep, and where each
+    run of them starts."""
+
+    start: np.ndarray       # start[k]: first step of the ordinary run ending at k - 1
+    decides: np.ndarray
+    convert: np.ndarray
+    put: np.ndarray
+    call: np.ndarray
+    call_row: np.ndarray
+    coupon: np.ndarray
+    spread_df: np.ndarray
+
+    @classmethod
+    def of(cls, plan: list[_Step], lat: _Lattice, spread: float, hazard: bool) -> _Ordinary:
+        n = len(plan)
+        ordinary = np.array([k > 0 and not hazard and st.ordinary for k, st in enumerate(plan)])
+        start = np.arange(n + 1)
+        for k in range(1, n + 1):
+            if ordinary[k - 1]:
+                start[k] = start[k - 1]
+        nan = np.nan
+        row = [0 if st.barrier is None or st.call is None else
+               int(np.searchsorted(lat.z1, st.barrier - lat.dx1 / 2)) for st in plan]
+        return cls(start=start,
+                   decides=np.array([st.decides for st in plan]),
+                   convert=np.array([st.convert for st in plan]),
+                   put=np.array([nan if st.put is None else st.put for st in plan]),
+                   call=np.array([nan if st.call is None else st.call for st in plan]),
+                   call_row=np.array(row, dtype=np.int64),
+                   coupon=np.array([st.coupon for st in plan], dtype=float),
+                   spread_df=np.exp(-spread * lat.dt))
+
+    def sweep(self, v: np.ndarray, tmp: np.ndarray, k: int, lat: _Lattice,
+              conv: np.ndarray, lay: _Layout) -> int:
+        """Run the ordinary steps ending at k - 1 in place; returns the next step."""
+        j = int(self.start[k])
+        if j < k:
+            split, u, pc = lay.flags
+            lattice_kernel.sweep(v, tmp, k, j, lat.a, lat.b, lat.e, lat.g, lat.m, lat.df,
+                                 self.spread_df, self.decides, self.convert, self.put,
+                                 self.call, self.call_row, self.coupon, conv, split, lay.d,
+                                 u, pc)
+        return j
 
 
 #: Points of the liquidation table in ln B (per claim; linear in B between them).
@@ -953,9 +961,14 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     v = claim.terminal(lat)
     root = lat.root_view()
     plan = claim.plan(lat)
+    ordinary = _Ordinary.of(plan, lat, claim.spread, hazard)
+    conv_rows = np.ascontiguousarray(claim.ratio * lat.s[:, 0])
     conv = np.ascontiguousarray(np.broadcast_to(claim.ratio * lat.s, lat.shape))
     rows: dict = {}
-    for k in range(lat.steps - 1, -1, -1):
+    tmp = np.empty_like(v)
+    k = lat.steps
+    while k > 0:
+        k = ordinary.sweep(v, tmp, k, lat, conv_rows, lay) - 1
         dt = lat.dt[k]
         mh = None
         if k == 0:

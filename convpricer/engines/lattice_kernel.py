@@ -1,0 +1,164 @@
+"""Compiled (numba) inner loops of the ``lattice2d`` engine: the 9-point transition
+with its ghost nodes, the decisions at every node, and a backward sweep over a
+run of ordinary steps.
+
+A value stack has shape (K, n1, n2): layer 0 the value (or its share part E
+when a credit spread splits it), then the cash part D, the value of $1 of
+arrears U and the indicator layers p_convert, p_impaired, p_default where
+present (lattice2d._Layout). Layer indices are passed as ints, -1 = absent.
+
+An *ordinary* step is an expectation, the discount, the decisions of
+:func:`convpricer.decisions.decide` (a soft call allowed from one row up) and a
+coupon: everything else (structural default tests, dividends, smoothed
+decision dates, the first N-of-M date, hazard credit, the root) stays in
+lattice2d's Python, which calls :func:`expect` and :func:`settle` from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..decisions import CALLED_CONVERTED, CONVERTED, HOLD, decide
+
+_JIT = {"cache": True, "nogil": True, "fastmath": False}
+
+
+@njit(**_JIT)
+def ghosts(v: np.ndarray) -> None:
+    """Refill the ghost rows (and columns when n2 > 1) of (K, n1, n2) by linear
+    extrapolation, in place."""
+    kk, n1, n2 = v.shape
+    for q in range(kk):
+        if n2 > 1:
+            for i in range(n1):
+                v[q, i, 0] = 2.0 * v[q, i, 1] - v[q, i, 2]
+                v[q, i, n2 - 1] = 2.0 * v[q, i, n2 - 2] - v[q, i, n2 - 3]
+        for j in range(n2):
+            v[q, 0, j] = 2.0 * v[q, 1, j] - v[q, 2, j]
+            v[q, n1 - 1, j] = 2.0 * v[q, n1 - 2, j] - v[q, n1 - 3, j]
+
+
+@njit(**_JIT)
+def _z1(wu: float, w0: float, wd: float, a: float, m: float, h: float) -> float:
+    """The trinomial in Z1: up with probability (a + m + h) / 2, down (a - m - h) / 2."""
+    return (1.0 - a) * w0 + 0.5 * (a + m + h) * wu + 0.5 * (a - m - h) * wd
+
+
+@njit(**_JIT)
+def expect(x: np.ndarray, out: np.ndarray, a: float, b: float, e: float, g: float,
+           m: float, gp: float, mh: np.ndarray) -> None:
+    """out = E[x(t_k+1) | node at t_k] on every node of a C-contiguous stack
+    (K, n1, n2), ghosts refilled in x and out. Per step: P(Z1 moves) a, mean move
+    m (rows); P(Z2 moves) b; covariance term e; mixed fourth-difference weight g.
+    ``mh`` (n1,) is an extra mean move of Z1 in rows per row (hazard drift) with
+    the move -gp * mh of Z2 (columns), or empty."""
+    ghosts(x)
+    kk, n1, n2 = x.shape
+    hazard = mh.size > 0
+    if n2 == 1:
+        x1, o1 = x.reshape(kk, n1), out.reshape(kk, n1)
+        for q in range(kk):
+            xq, oq = x1[q], o1[q]
+            for i in range(1, n1 - 1):
+                oq[i] = _z1(xq[i + 1], xq[i], xq[i - 1], a, m, mh[i] if hazard else 0.0)
+        ghosts(out)
+        return
+    c = 1.0 - b
+    for q in range(kk):
+        for i in range(1, n1 - 1):
+            h = mh[i] if hazard else 0.0
+            xu, x0, xd, o = x[q, i + 1], x[q, i], x[q, i - 1], out[q, i]
+            for j in range(1, n2 - 1):
+                r = _z1(0.5 * b * (xu[j + 1] + xu[j - 1]) + c * xu[j],
+                        0.5 * b * (x0[j + 1] + x0[j - 1]) + c * x0[j],
+                        0.5 * b * (xd[j + 1] + xd[j - 1]) + c * xd[j], a, m, h)
+                if e != 0.0:
+                    r += 0.25 * e * (xu[j + 1] + xd[j - 1] - xu[j - 1] - xd[j + 1])
+                if g != 0.0:
+                    r += g * ((xu[j + 1] - 2.0 * xu[j] + xu[j - 1])
+                              - 2.0 * (x0[j + 1] - 2.0 * x0[j] + x0[j - 1])
+                              + (xd[j + 1] - 2.0 * xd[j] + xd[j - 1]))
+                if hazard and gp != 0.0:
+                    r -= 0.5 * gp * h * (_z1(xu[j + 1], x0[j + 1], xd[j + 1], a, 0.0, 0.0)
+                                         - _z1(xu[j - 1], x0[j - 1], xd[j - 1], a, 0.0, 0.0))
+                o[j] = r
+    ghosts(out)
+
+
+@njit(**_JIT)
+def _settle_at(v: np.ndarray, n: int, eq: float, de: float, code: int, split: bool,
+               u: int, pc: int) -> None:
+    """Write one node's decisions into the flat stack v (K, nodes) at node n: the value
+    (E and D where split), U and the indicator layers."""
+    if split:
+        v[0, n], v[1, n] = eq, de
+    else:
+        v[0, n] = eq + de
+    if code == HOLD:
+        return
+    converted = code == CONVERTED or code == CALLED_CONVERTED
+    if u >= 0:
+        v[u, n] = 0.0 if converted else 1.0
+    if pc >= 0:
+        v[pc, n] = 1.0 if converted else 0.0
+        v[pc + 1, n] = 0.0
+        v[pc + 2, n] = 0.0
+
+
+@njit(**_JIT)
+def settle(v: np.ndarray, eq: np.ndarray, de: np.ndarray, code: np.ndarray, split: bool,
+           u: int, pc: int) -> None:
+    """Write decisions.exercise's (E, D, code), flat per node, into the flat stack v."""
+    for n in range(eq.size):
+        _settle_at(v, n, eq[n], de[n], code[n], split, u, pc)
+
+
+@njit(**_JIT)
+def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
+                call: float, call_row: int, split: bool, d: int, u: int, pc: int) -> None:
+    """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row."""
+    kk, n1, n2 = v.shape
+    flat = v.reshape(kk, n1 * n2)
+    n = 0
+    for i in range(n1):
+        allowed, c = i >= call_row, conv[i]
+        for _ in range(n2):
+            eq, de, code = decide(flat[0, n] if split else 0.0, flat[d, n], c, can_convert,
+                                  put, call, allowed)
+            _settle_at(flat, n, eq, de, code, split, u, pc)
+            n += 1
+
+
+@njit(**_JIT)
+def _scale(v: np.ndarray, f: float) -> None:
+    for i in range(v.size):
+        v.flat[i] *= f
+
+
+@njit(**_JIT)
+def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
+          b: np.ndarray, e: np.ndarray, g: np.ndarray, m: np.ndarray, df: np.ndarray,
+          spread_df: np.ndarray, decides: np.ndarray, convert: np.ndarray, put: np.ndarray,
+          call: np.ndarray, call_row: np.ndarray, coupon: np.ndarray, conv: np.ndarray,
+          split: bool, d: int, u: int, pc: int) -> None:
+    """Ordinary steps k = k_hi - 1 down to k_lo, in place on v (tmp: a buffer of v's
+    shape): expectation, discount (value at df[k], the cash part of a split value
+    also at spread_df[k], U at df[k]), decisions where ``decides[k]`` (put/call NaN:
+    none; conversion value conv per row), coupon[k] added to the cash part."""
+    none = np.empty(0)
+    src, dst = v, tmp
+    for k in range(k_hi - 1, k_lo - 1, -1):
+        expect(src, dst, a[k], b[k], e[k], g[k], m[k], 0.0, none)
+        src, dst = dst, src
+        _scale(src[0], df[k])
+        if split:
+            _scale(src[1], df[k] * spread_df[k])
+        if u >= 0:
+            _scale(src[u], df[k])
+        if decides[k]:
+            _decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc)
+        if coupon[k] != 0.0:
+            src[d] += coupon[k]
+    if (k_hi - k_lo) % 2:
+        v[...] = src
