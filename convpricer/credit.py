@@ -33,7 +33,7 @@ import numpy as np
 
 from .instruments import Instrument, PreferredStock, ZeroCouponConvertible
 from .market import Market
-from .schedule import convertible_schedule
+from .schedule import convertible_schedule, on_times
 from .structure import CapitalStructure, priority_key
 
 #: Upper bound on the hazard rate (per year) where h(S) explodes as S -> 0.
@@ -64,8 +64,9 @@ class Credit:
     def structural(self) -> bool:
         return self.structure is not None and bool(self.structure.convertibles)
 
-    def is_due(self, t: float) -> bool:
-        return bool(np.any(np.abs(self.due_times - t) < 1e-9))
+    def is_due(self, t: float | np.ndarray) -> bool | np.ndarray:
+        """Whether time(s) t are due dates (structural default tested)."""
+        return on_times(t, self.due_times, 1e-9)
 
     def insolvent(self, btc_price: np.ndarray) -> np.ndarray:
         """Where assets fall short of the notes' face (bool, same shape as btc_price):

@@ -28,6 +28,15 @@ def _py(d: ql.Date) -> date:
     return date(d.year(), d.month(), d.dayOfMonth())
 
 
+def on_times(t: float | np.ndarray, times: np.ndarray, tol: float) -> bool | np.ndarray:
+    """Whether each of t is within ``tol`` of one of ``times`` (bool, t's shape)."""
+    t = np.asarray(t, dtype=float)
+    times = np.asarray(times, dtype=float)
+    if times.size == 0:
+        return np.zeros(t.shape, dtype=bool)[()]
+    return (np.abs(t[..., None] - times) < tol).any(axis=-1)[()]
+
+
 def coupon_dates(note: ZeroCouponConvertible) -> tuple[date, ...]:
     """All coupon dates of a note (unadjusted, rolled back from maturity), issue excluded."""
     if note.coupon == 0:
@@ -75,16 +84,22 @@ class ConvertibleSchedule:
             out[m] = amount * (ta[m] - start) / (end - start)
         return out if np.ndim(t) else float(out[0])
 
-    def conversion_allowed(self, t: float) -> bool:
+    def conversion_allowed(self, t: float | np.ndarray) -> bool | np.ndarray:
+        """Whether the holder may convert at time(s) t."""
         if not self.american:
-            return abs(t - self.maturity) < 1e-12
-        return t >= self.conversion_start - 1e-12
+            return np.abs(np.asarray(t) - self.maturity) < 1e-12
+        return np.asarray(t) >= self.conversion_start - 1e-12
 
-    def call_allowed(self, t: float) -> bool:
-        return self.call_start is not None and self.call_start - 1e-12 <= t < self.maturity
+    def call_allowed(self, t: float | np.ndarray) -> bool | np.ndarray:
+        """Whether the issuer may call at time(s) t (call period; a trigger aside)."""
+        t = np.asarray(t)
+        if self.call_start is None:
+            return np.zeros(t.shape, dtype=bool)[()]
+        return (self.call_start - 1e-12 <= t) & (t < self.maturity)
 
-    def is_put_time(self, t: float) -> bool:
-        return bool(np.any(np.abs(self.put_times - t) < 1e-9))
+    def is_put_time(self, t: float | np.ndarray) -> bool | np.ndarray:
+        """Whether time(s) t are put dates."""
+        return on_times(t, self.put_times, 1e-9)
 
     def event_times(self) -> np.ndarray:
         """Times at which something happens (coupons, puts, call and conversion starts,

@@ -45,7 +45,13 @@ from ..greeks import bump_greeks
 from ..instruments import PreferredStock, ZeroCouponConvertible
 from ..market import Curve, Market
 from ..results import PricingResult
-from ..schedule import PREFERRED_HORIZON, convertible_schedule, preferred_schedule, time_grid
+from ..schedule import (
+    PREFERRED_HORIZON,
+    convertible_schedule,
+    on_times,
+    preferred_schedule,
+    time_grid,
+)
 from ..structure import CapitalStructure
 from . import check_options, lattice_kernel
 
@@ -529,57 +535,81 @@ class _Step:
     def decides(self) -> bool:
         return self.convert or self.put is not None or self.call is not None
 
-    @property
-    def ordinary(self) -> bool:
-        """Expectation, discount, plain decisions and a coupon only: a step for
-        lattice_kernel.sweep."""
-        return not (self.smooth or self.start_up or self.due or self.dividend)
+
+
+def _opt(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+@dataclass
+class _Plan:
+    """The events at the times lat.times[ks] of a lattice, as arrays over those steps
+    (NaN: no put, call or barrier)."""
+
+    ks: np.ndarray
+    convert: np.ndarray
+    due: np.ndarray
+    escape: np.ndarray
+    put: np.ndarray
+    call: np.ndarray
+    barrier: np.ndarray
+    start_up: np.ndarray
+    smooth: np.ndarray
+    coupon: np.ndarray
+    dividend: np.ndarray
+
+    @classmethod
+    def empty(cls, ks: np.ndarray) -> _Plan:
+        n = ks.size
+        no, nan, zero = np.zeros(n, bool), np.full(n, np.nan), np.zeros(n)
+        return cls(ks=ks, convert=no, due=no.copy(), escape=no.copy(), put=nan,
+                   call=nan.copy(), barrier=nan.copy(), start_up=no.copy(), smooth=no.copy(),
+                   coupon=zero, dividend=zero.copy())
+
+    def step(self, i: int) -> _Step:
+        """The events of the i-th time of the plan."""
+        return _Step(convert=bool(self.convert[i]), put=_opt(self.put[i]),
+                     call=_opt(self.call[i]), barrier=_opt(self.barrier[i]),
+                     start_up=bool(self.start_up[i]), smooth=bool(self.smooth[i]),
+                     due=bool(self.due[i]), escape=bool(self.escape[i]),
+                     coupon=float(self.coupon[i]), dividend=float(self.dividend[i]))
 
 
 @dataclass
 class _Ordinary:
-    """The plan's ordinary steps as arrays for lattice_kernel.sweep, and where each
-    run of them starts."""
+    """A plan's ordinary steps (expectation, discount, plain decisions and a coupon:
+    no smoothing, first N-of-M date, default test, dividend or hazard) as
+    lattice_kernel.sweep takes them, and where each run of them starts."""
 
+    plan: _Plan
     start: np.ndarray       # start[k]: first step of the ordinary run ending at k - 1
     decides: np.ndarray
-    convert: np.ndarray
-    put: np.ndarray
-    call: np.ndarray
-    call_row: np.ndarray
-    coupon: np.ndarray
+    call_row: np.ndarray    # first row a call is allowed on
     spread_df: np.ndarray
 
     @classmethod
-    def of(cls, plan: list[_Step], lat: _Lattice, spread: float, hazard: bool) -> _Ordinary:
-        n = len(plan)
-        ordinary = np.array([k > 0 and not hazard and st.ordinary for k, st in enumerate(plan)])
-        start = np.arange(n + 1)
-        for k in range(1, n + 1):
-            if ordinary[k - 1]:
-                start[k] = start[k - 1]
-        nan = np.nan
-        row = [0 if st.barrier is None or st.call is None else
-               int(np.searchsorted(lat.z1, st.barrier - lat.dx1 / 2)) for st in plan]
-        return cls(start=start,
-                   decides=np.array([st.decides for st in plan]),
-                   convert=np.array([st.convert for st in plan]),
-                   put=np.array([nan if st.put is None else st.put for st in plan]),
-                   call=np.array([nan if st.call is None else st.call for st in plan]),
-                   call_row=np.array(row, dtype=np.int64),
-                   coupon=np.array([st.coupon for st in plan], dtype=float),
-                   spread_df=np.exp(-spread * lat.dt))
+    def of(cls, plan: _Plan, lat: _Lattice, spread: float, hazard: bool) -> _Ordinary:
+        ordinary = ~(plan.smooth | plan.start_up | plan.due | (plan.dividend != 0)
+                     | (plan.ks == 0) | hazard)
+        start = np.arange(ordinary.size + 1)
+        for k in np.flatnonzero(ordinary):
+            start[k + 1] = start[k]
+        barrier = np.where(np.isnan(plan.call), np.nan, plan.barrier)
+        row = np.where(np.isnan(barrier), 0, np.searchsorted(lat.z1, barrier - lat.dx1 / 2))
+        return cls(plan=plan, start=start,
+                   decides=plan.convert | ~np.isnan(plan.put) | ~np.isnan(plan.call),
+                   call_row=row.astype(np.int64), spread_df=np.exp(-spread * lat.dt))
 
     def sweep(self, v: np.ndarray, tmp: np.ndarray, k: int, lat: _Lattice,
               conv: np.ndarray, lay: _Layout) -> int:
         """Run the ordinary steps ending at k - 1 in place; returns the next step."""
         j = int(self.start[k])
         if j < k:
+            p = self.plan
             split, u, pc = lay.flags
             lattice_kernel.sweep(v, tmp, k, j, lat.a, lat.b, lat.e, lat.g, lat.m, lat.df,
-                                 self.spread_df, self.decides, self.convert, self.put,
-                                 self.call, self.call_row, self.coupon, conv, split, lay.d,
-                                 u, pc)
+                                 self.spread_df, self.decides, p.convert, p.put, p.call,
+                                 self.call_row, p.coupon, conv, split, lay.d, u, pc)
         return j
 
 
@@ -609,15 +639,12 @@ class _Claim:
     def claim(self, t: float) -> float:
         raise NotImplementedError
 
-    def can_convert(self, t: float) -> bool:
+    def can_convert(self, t: float | np.ndarray) -> bool | np.ndarray:
         raise NotImplementedError
 
-    def step(self, lat: _Lattice, k: int) -> _Step:
+    def plan(self, lat: _Lattice, ks: np.ndarray) -> _Plan:
+        """The events at times lat.times[ks]."""
         raise NotImplementedError
-
-    def plan(self, lat: _Lattice) -> list[_Step]:
-        """The events of every time before the horizon."""
-        return [self.step(lat, k) for k in range(lat.steps)]
 
     def anchor(self) -> float | None:
         """A level of ln(S / S0) to put on a row of the lattice (a barrier), or None."""
@@ -760,10 +787,6 @@ class _Claim:
             v[self.lay.d] += st.dividend * solvent * owed
 
 
-def _on(times: np.ndarray, t: float) -> bool:
-    return bool(times.size) and bool(np.any(np.abs(times - t) < _TOL))
-
-
 class _Note(_Claim):
     def __init__(self, note: ZeroCouponConvertible, market: Market, credit: Credit,
                  probs: bool):
@@ -795,8 +818,8 @@ class _Note(_Claim):
     def claim(self, t: float) -> float:
         return self.sch.redemption + float(self.sch.accrued(t))
 
-    def can_convert(self, t: float) -> bool:
-        return self.ratio > 0 and self.sch.conversion_allowed(t)
+    def can_convert(self, t: float | np.ndarray) -> bool | np.ndarray:
+        return (self.ratio > 0) & self.sch.conversion_allowed(t)
 
     def _barrier(self, vol: float) -> float:
         """Equivalent continuous barrier, ln(S / S0), at equity vol ``vol``."""
@@ -835,30 +858,28 @@ class _Note(_Claim):
         d, prob = window_probability(self.sch.trigger_days, self.sch.trigger_window)
         return np.interp(np.log(lat.s / self.sch.trigger_price) / day, d, prob)
 
-    def plan(self, lat: _Lattice) -> list[_Step]:
-        accrued = np.asarray(self.sch.accrued(lat.times))
-        return [self.step(lat, k, accrued[k]) for k in range(lat.steps)]
-
-    def step(self, lat: _Lattice, k: int, accrued: float | None = None) -> _Step:
-        t, sch = lat.times[k], self.sch
-        accrued = float(sch.accrued(t)) if accrued is None else accrued
-        st = _Step(convert=self.can_convert(t), due=self.credit.is_due(t),
-                   escape=self.can_convert(t - _INSTANT))
-        if sch.is_put_time(t):
-            st.put = sch.put_price + accrued
-        if sch.call_allowed(t) and t >= self.call_from - _TOL:
-            st.call = sch.call_price + accrued
+    def plan(self, lat: _Lattice, ks: np.ndarray) -> _Plan:
+        t, sch, p = lat.times[ks], self.sch, _Plan.empty(ks)
+        before = np.where(ks > 0, lat.times[np.maximum(ks - 1, 0)], -1.0)
+        accrued = np.atleast_1d(sch.accrued(t))
+        p.convert = np.atleast_1d(self.can_convert(t))
+        p.due = np.atleast_1d(self.credit.is_due(t))
+        p.escape = np.atleast_1d(self.can_convert(t - _INSTANT))
+        put = np.atleast_1d(sch.is_put_time(t))
+        p.put = np.where(put, sch.put_price + accrued, np.nan)
+        first_call = np.zeros(ks.size, bool)
+        if self.call_from is not None:
+            callable_ = np.atleast_1d(sch.call_allowed(t)) & (t >= self.call_from - _TOL)
+            p.call = np.where(callable_, sch.call_price + accrued, np.nan)
             if self.level is not None:
-                st.barrier = self._barrier(lat.vol_s[k])
-        before = lat.times[k - 1] if k > 0 else -1.0
-        first_call = st.call is not None and before < self.call_from - _TOL
-        st.start_up = first_call and (sch.trigger_days or 1) > 1
-        st.smooth = st.put is not None or first_call or (
-            st.convert and k > 0 and not self.can_convert(before))
-        hit = np.abs(sch.coupon_times - t) < _TOL
-        if hit.any():
-            st.coupon = float(sch.coupon_amounts[hit][0])
-        return st
+                p.barrier = np.where(callable_, self._barrier(lat.vol_s[ks]), np.nan)
+            first_call = callable_ & (before < self.call_from - _TOL)
+            p.start_up = first_call & ((sch.trigger_days or 1) > 1)
+        p.smooth = put | first_call | (p.convert & (ks > 0)
+                                       & ~np.atleast_1d(self.can_convert(before)))
+        for ct, amount in zip(sch.coupon_times[::-1], sch.coupon_amounts[::-1], strict=True):
+            p.coupon[np.abs(t - ct) < _TOL] = amount     # the first of coincident coupons
+        return p
 
     def terminal(self, lat: _Lattice) -> np.ndarray:
         k = lat.steps
@@ -905,16 +926,19 @@ class _Preferred(_Claim):
             return None
         return math.log(self.sch.call_price / (self.ratio * self.market.equity_price))
 
-    def step(self, lat: _Lattice, k: int) -> _Step:
-        t, sch = lat.times[k], self.sch
-        st = _Step(convert=self.ratio > 0, due=self.credit.is_due(t), escape=self.ratio > 0)
+    def plan(self, lat: _Lattice, ks: np.ndarray) -> _Plan:
+        t, sch, p = lat.times[ks], self.sch, _Plan.empty(ks)
+        p.convert[:] = p.escape[:] = self.ratio > 0
+        p.due = np.atleast_1d(self.credit.is_due(t))
         start = sch.call_start
-        if start is not None and t >= start - _TOL:
-            st.call = sch.call_price
-            st.smooth = k == 0 or lat.times[k - 1] < start - _TOL
-        if _on(sch.dividend_times, t):
-            st.dividend = sch.dividend
-        return st
+        if start is not None:
+            callable_ = t >= start - _TOL
+            p.call = np.where(callable_, sch.call_price, np.nan)
+            before = np.where(ks > 0, lat.times[np.maximum(ks - 1, 0)], -np.inf)
+            p.smooth = callable_ & (before < start - _TOL)
+        p.dividend = np.where(np.atleast_1d(on_times(t, sch.dividend_times, _TOL)),
+                              sch.dividend, 0.0)
+        return p
 
     def terminal(self, lat: _Lattice) -> np.ndarray:
         k = lat.steps
@@ -932,7 +956,7 @@ class _Preferred(_Claim):
         if self.lay.pc is not None:
             v[self.lay.pc] = pc
             v[self.lay.pc + 1] = (1 - pc) * (paid < 1 - 1e-12)
-        st = self.step(lat, k)
+        st = self.plan(lat, np.array([k])).step(0)
         solvent = 1.0 - self.default(lat, k, v, st.escape) if st.due else 1.0
         self.cash_flows(lat, k, v, st, solvent)     # a dividend on the horizon date
         return v
@@ -960,7 +984,7 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     mh_unit = None if not state_drift else (h - h0) * loss / lat.dx1
     v = claim.terminal(lat)
     root = lat.root_view()
-    plan = claim.plan(lat)
+    plan = claim.plan(lat, np.arange(lat.steps))
     ordinary = _Ordinary.of(plan, lat, claim.spread, hazard)
     conv_rows = np.ascontiguousarray(claim.ratio * lat.s[:, 0])
     conv = np.ascontiguousarray(np.broadcast_to(claim.ratio * lat.s, lat.shape))
@@ -1010,7 +1034,7 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
                 v[1] *= df * math.exp(-claim.spread * dt)
             if lay.u is not None:
                 v[lay.u] *= df
-        claim.apply(lat, k, v, plan[k], conv, rows)
+        claim.apply(lat, k, v, plan.step(k), conv, rows)
     top = v[:, 1, 0]
     probs = [None] * 3
     if lay.pc is not None:
