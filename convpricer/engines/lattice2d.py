@@ -164,21 +164,6 @@ def window_probability(days: int, window: int, paths: int = 4096
 
 
 # ----- the lattice ----------------------------------------------------------------
-def _box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
-    """P(U1 + U2 <= x) for independent U1 ~ U[-h1, h1], U2 ~ U[-h2, h2]."""
-    h1, h2 = sorted((abs(h1), abs(h2)))
-    if h2 <= 0.0:
-        return (x > 0.0).astype(float)
-    if h1 <= 1e-12 * h2:
-        return np.clip((x + h2) / (2.0 * h2), 0.0, 1.0)
-
-    def g(y: np.ndarray) -> np.ndarray:
-        return np.maximum(y, 0.0) ** 2 / 2.0
-
-    f = (g(x + h1 + h2) - g(x - h1 + h2) - g(x + h1 - h2) + g(x - h1 - h2)) / (4.0 * h1 * h2)
-    return np.where(x >= h1 + h2, 1.0, np.where(x <= -h1 - h2, 0.0, np.clip(f, 0.0, 1.0)))
-
-
 @dataclass
 class _Lattice:
     """Geometry and per-step transition of one lattice (times[0] = 0 ... horizon).
@@ -232,7 +217,8 @@ class _Lattice:
     def below(self, k: int, ln_level: float) -> np.ndarray:
         """Share of each node's cell where ln B < ln_level (cell average of the test)."""
         u = self.gamma * self.z1[:, None] + self.z2[None, :]
-        return _box_cdf(ln_level - self.ln_b[k] - u, self.gamma * self.dx1 / 2, self.dx2 / 2)
+        return lattice_kernel.box_cdf(ln_level - self.ln_b[k] - u, self.gamma * self.dx1 / 2,
+                                      self.dx2 / 2)
 
     def root_view(self) -> _Lattice:
         """The three rows z1 = -dx1, 0, dx1 of a single column z2 = 0 around (S0, B0): the
@@ -591,9 +577,8 @@ class _Ordinary:
     def of(cls, plan: _Plan, lat: _Lattice, spread: float, hazard: bool) -> _Ordinary:
         ordinary = ~(plan.smooth | plan.start_up | plan.due | (plan.dividend != 0)
                      | (plan.ks == 0) | hazard)
-        start = np.arange(ordinary.size + 1)
-        for k in np.flatnonzero(ordinary):
-            start[k + 1] = start[k]
+        n = ordinary.size
+        start = np.maximum.accumulate(np.where(np.r_[True, ~ordinary], np.arange(n + 1), 0))
         barrier = np.where(np.isnan(plan.call), np.nan, plan.barrier)
         row = np.where(np.isnan(barrier), 0, np.searchsorted(lat.z1, barrier - lat.dx1 / 2))
         return cls(plan=plan, start=start,

@@ -87,6 +87,35 @@ def expect(x: np.ndarray, out: np.ndarray, a: float, b: float, e: float, g: floa
 
 
 @njit(**_JIT)
+def box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
+    """P(U1 + U2 <= x) elementwise for independent U1 ~ U[-h1, h1], U2 ~ U[-h2, h2]
+    (the share of a node's cell below a level), an array of x's shape."""
+    h1, h2 = min(abs(h1), abs(h2)), max(abs(h1), abs(h2))
+    out = np.empty(x.shape)
+    flat, res = x.ravel(), out.reshape(-1)
+    for n in range(flat.size):
+        y = flat[n]
+        if h2 <= 0.0:
+            res[n] = 1.0 if y > 0.0 else 0.0
+        elif y >= h1 + h2:
+            res[n] = 1.0
+        elif y <= -h1 - h2:
+            res[n] = 0.0
+        elif h1 <= 1e-12 * h2:
+            res[n] = min(max((y + h2) / (2.0 * h2), 0.0), 1.0)
+        else:
+            f = (_ramp2(y + h1 + h2) - _ramp2(y - h1 + h2) - _ramp2(y + h1 - h2)
+                 + _ramp2(y - h1 - h2)) / (4.0 * h1 * h2)
+            res[n] = min(max(f, 0.0), 1.0)
+    return out
+
+
+@njit(**_JIT)
+def _ramp2(y: float) -> float:
+    return 0.5 * y * y if y > 0.0 else 0.0
+
+
+@njit(**_JIT)
 def _settle_at(v: np.ndarray, n: int, eq: float, de: float, code: int, split: bool,
                u: int, pc: int) -> None:
     """Write one node's decisions into the flat stack v (K, nodes) at node n: the value
