@@ -19,7 +19,7 @@ from numba import njit
 HOLD, CONVERTED, PUT, CALLED_REDEEMED, CALLED_CONVERTED, DEFAULTED = range(6)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def decide(equity: float, debt: float, conversion_value: float, can_convert: bool,
            put_value: float, call_value: float, call_allowed: bool
            ) -> tuple[float, float, int]:

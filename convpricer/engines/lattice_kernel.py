@@ -116,31 +116,35 @@ def _ramp2(y: float) -> float:
 
 
 @njit(**_JIT)
-def _settle_at(v: np.ndarray, n: int, eq: float, de: float, code: int, split: bool,
-               u: int, pc: int) -> None:
-    """Write one node's decisions into the flat stack v (K, nodes) at node n: the value
-    (E and D where split), U and the indicator layers."""
-    if split:
-        v[0, n], v[1, n] = eq, de
-    else:
-        v[0, n] = eq + de
-    if code == HOLD:
-        return
-    converted = code == CONVERTED or code == CALLED_CONVERTED
-    if u >= 0:
-        v[u, n] = 0.0 if converted else 1.0
-    if pc >= 0:
-        v[pc, n] = 1.0 if converted else 0.0
-        v[pc + 1, n] = 0.0
-        v[pc + 2, n] = 0.0
+def _settle_layers(v: np.ndarray, code: np.ndarray, u: int, pc: int) -> None:
+    """Update U and the indicator layers of the flat stack v (K, nodes) after the
+    decisions ``code`` per node: $1 of arrears is worth 0 to a converted holder and 1
+    to one paid in cash; p_convert 1 or 0 where the claim ended, p_impaired and
+    p_default 0 there."""
+    for n in range(code.size):
+        c = code[n]
+        if c == HOLD:
+            continue
+        converted = c == CONVERTED or c == CALLED_CONVERTED
+        if u >= 0:
+            v[u, n] = 0.0 if converted else 1.0
+        if pc >= 0:
+            v[pc, n] = 1.0 if converted else 0.0
+            v[pc + 1, n] = 0.0
+            v[pc + 2, n] = 0.0
 
 
 @njit(**_JIT)
 def settle(v: np.ndarray, eq: np.ndarray, de: np.ndarray, code: np.ndarray, split: bool,
            u: int, pc: int) -> None:
-    """Write decisions.exercise's (E, D, code), flat per node, into the flat stack v."""
-    for n in range(eq.size):
-        _settle_at(v, n, eq[n], de[n], code[n], split, u, pc)
+    """Write decisions.exercise's (E, D, code), flat per node, into the flat stack v:
+    E and D in layers 0 and 1 where split, else their sum in layer 0."""
+    if split:
+        v[0, :] = eq
+        v[1, :] = de
+    else:
+        v[0, :] = eq + de
+    _settle_layers(v, code, u, pc)
 
 
 @njit(**_JIT)
@@ -149,14 +153,21 @@ def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
     """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row."""
     kk, n1, n2 = v.shape
     flat = v.reshape(kk, n1 * n2)
+    e_row, d_row = flat[0], flat[d]
+    code = np.empty(n1 * n2, dtype=np.int8)
     n = 0
     for i in range(n1):
         allowed, c = i >= call_row, conv[i]
         for _ in range(n2):
-            eq, de, code = decide(flat[0, n] if split else 0.0, flat[d, n], c, can_convert,
-                                  put, call, allowed)
-            _settle_at(flat, n, eq, de, code, split, u, pc)
+            eq, de, code[n] = decide(e_row[n] if split else 0.0, d_row[n], c, can_convert,
+                                     put, call, allowed)
+            if split:
+                e_row[n], d_row[n] = eq, de
+            else:
+                d_row[n] = eq + de
             n += 1
+    if u >= 0 or pc >= 0:
+        _settle_layers(flat, code, u, pc)
 
 
 @njit(**_JIT)
