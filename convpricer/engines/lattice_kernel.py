@@ -147,16 +147,15 @@ def settle(v: np.ndarray, eq: np.ndarray, de: np.ndarray, code: np.ndarray, spli
     _settle_layers(v, code, u, pc)
 
 
-@njit(**_JIT)
-def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
-                call: float, call_row: int, split: bool, d: int, u: int, pc: int) -> None:
-    """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row."""
-    kk, n1, n2 = v.shape
-    flat = v.reshape(kk, n1 * n2)
-    e_row, d_row = flat[0], flat[d]
-    code = np.empty(n1 * n2, dtype=np.int8)
+@njit(inline="always", **_JIT)
+def _decide_rows(e_row: np.ndarray, d_row: np.ndarray, code: np.ndarray, conv: np.ndarray,
+                 can_convert: bool, put: float, call: float, call_row: int, split: bool,
+                 n2: int) -> None:
+    """decide on every node (rows of n2 nodes), value parts in e_row / d_row. Inlined
+    at each call site of _decide_all, so that an absent put or call (a literal NaN)
+    and a literal can_convert are folded out of the loop by the compiler."""
     n = 0
-    for i in range(n1):
+    for i in range(conv.size):
         allowed, c = i >= call_row, conv[i]
         for _ in range(n2):
             eq, de, code[n] = decide(e_row[n] if split else 0.0, d_row[n], c, can_convert,
@@ -166,6 +165,25 @@ def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
             else:
                 d_row[n] = eq + de
             n += 1
+
+
+@njit(**_JIT)
+def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
+                call: float, call_row: int, split: bool, d: int, u: int, pc: int) -> None:
+    """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row."""
+    kk, n1, n2 = v.shape
+    flat = v.reshape(kk, n1 * n2)
+    e, de, code = flat[0], flat[d], np.empty(n1 * n2, dtype=np.int8)
+    nan = np.nan
+    if np.isnan(put) and np.isnan(call):            # conversion only (most dates)
+        if can_convert:
+            _decide_rows(e, de, code, conv, True, nan, nan, 0, split, n2)
+        else:
+            return
+    elif np.isnan(put):
+        _decide_rows(e, de, code, conv, can_convert, nan, call, call_row, split, n2)
+    else:
+        _decide_rows(e, de, code, conv, can_convert, put, call, call_row, split, n2)
     if u >= 0 or pc >= 0:
         _settle_layers(flat, code, u, pc)
 
