@@ -1052,27 +1052,35 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     # one time per event, exact (the schedule's own tests allow only 1e-12)
     events = events[np.concatenate([[True], np.diff(events) > _TOL])] if events.size else events
     steps = opt.steps or (DEFAULT_STEPS if isinstance(claim, _Note) else DEFAULT_PREFERRED_STEPS)
-    coarse = time_grid(events, h, steps)
-    coarse = _long_first_steps(coarse, events[0] if events.size else h)
+
+    def grid(n: int) -> np.ndarray:
+        return _long_first_steps(time_grid(events, h, n), events[0] if events.size else h)
+
+    coarse = grid(steps)
     grids = [_refine(coarse), coarse] if opt.extrapolate else [coarse]
     # h(S0) L in the deterministic drift; h(S) - h(S0) through the probabilities
     drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
     anchor = claim.anchor()
-    values = []
-    first: _Lattice | None = None
-    sol: _Solution | None = None
-    for i, times in enumerate(grids):
+
+    def solve(times: np.ndarray, with_probs: bool) -> tuple[_Lattice, _Solution]:
         lat = _lattice(market, times, structure is not None, opt.width, drift, anchor)
-        # probabilities from the coarser lattice: they need no extrapolated accuracy
-        claim.lay.probs = probs and i == len(grids) - 1
-        s = _solve(claim, lat)
-        values.append(s.value)
-        first = first or lat
-        sol = s
+        claim.lay.probs = with_probs
+        return lat, _solve(claim, lat)
+
+    # probabilities need no extrapolated accuracy: without extrapolation from the one
+    # lattice, else from a third one of steps / 2 (their 3 layers cost as much as the
+    # value layer on a lattice twice as fine)
+    runs = [solve(times, probs and not opt.extrapolate) for times in grids]
+    values = [r[1].value for r in runs]
+    first = runs[0][0]
+    sol = runs[-1][1]
+    clipped = max(r[1].clipped_drift for r in runs)
+    if probs and opt.extrapolate:
+        sol = solve(grid(max(steps // 2, MIN_STEPS)), True)[1]
     value = 2 * values[0] - values[1] if opt.extrapolate else values[0]
     notes = list(first.notes)
-    if sol.clipped_drift:
-        notes.append(f"hazard drift clipped at {sol.clipped_drift} node-steps to keep "
+    if clipped:
+        notes.append(f"hazard drift clipped at {clipped} node-steps to keep "
                      "probabilities non-negative (extreme hazard at low equity prices)")
     settings = {
         "engine": "lattice2d", "steps": steps, "time_steps": first.steps,
