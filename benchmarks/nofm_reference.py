@@ -152,7 +152,8 @@ def main() -> None:
                   f"  ({time.process_time() - t0:.0f} s)", flush=True)
     doc = {
         "provenance": {
-            "script": "benchmarks/nofm_reference.py", "paths": args.paths, "seed": SEED,
+            "command": f"python benchmarks/nofm_reference.py --paths {args.paths}",
+            "paths": args.paths, "seed": SEED,
             "antithetic": True, "control": "European value (Black-Scholes)",
             "model": "zero-coupon note, put removed, credit_spread 0, unlimited coverage, "
                      "fixture market; ln S on NYSE closes with calendar-time variance; days "
