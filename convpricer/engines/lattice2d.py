@@ -23,7 +23,9 @@ and cost, and the approximations:
   soft-call barrier by interpolation between node rows; Richardson
   extrapolation between ``steps`` and 2 x ``steps`` (``extrapolate``).
 * Soft calls: an equivalent continuously monitored barrier, trigger x
-  exp(c sigma sqrt(1 day)), with c = :func:`trigger_shift` (N of M days).
+  exp(c sigma sqrt(1 day)), with c = :func:`trigger_shift` (N of M days); on the
+  first call date the exact daily rule's probability given S and S0
+  (:func:`window_probability`).
 * Cumulative preferred arrears: linear, through a second backward layer U.
 """
 
@@ -160,19 +162,28 @@ def window_probability(days: int, window: int, x: np.ndarray, x0: float,
     bridge noise, so the rule holds when x reaches the ``days``-th smallest
     theta_j of a path; the probability is the share of seeded bridges
     (:func:`_window_normals`) whose threshold x reaches."""
+    need = _window_thresholds(days, window, float(x0), tuple(np.asarray(var_back, float)),
+                              float(var_total))
+    return np.searchsorted(need, np.asarray(x), side="right") / need.size
+
+
+@functools.lru_cache(maxsize=64)
+def _window_thresholds(days: int, window: int, x0: float, var_back: tuple[float, ...],
+                       var_total: float) -> np.ndarray:
+    """The sorted thresholds of :func:`window_probability`, one per seeded bridge
+    (cached: the two lattices of a Richardson pair share them)."""
     z = _window_normals(window)
-    var_back = np.asarray(var_back, dtype=float)
-    inside = var_back < var_total * (1 - 1e-9)            # after the valuation date
-    v = np.minimum(var_back, var_total)
+    vb = np.array(var_back)
+    inside = vb < var_total * (1 - 1e-9)                   # after the valuation date
+    v = np.minimum(vb, var_total)
     w = np.cumsum(np.sqrt(np.diff(v, prepend=0.0))[:, None] * z[:window], axis=0)
     w_total = w[-1] + math.sqrt(max(var_total - v[-1], 0.0)) * z[window]
     frac = (v / var_total)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         theta = -(x0 * frac + w - frac * w_total) / (1.0 - frac)
     theta[~inside] = np.inf
-    theta[np.abs(var_back - var_total) <= var_total * 1e-9] = -np.inf if x0 >= 0 else np.inf
-    need = np.sort(np.partition(theta, days - 1, axis=0)[days - 1])
-    return np.searchsorted(need, np.asarray(x), side="right") / need.size
+    theta[np.abs(vb - var_total) <= var_total * 1e-9] = -np.inf if x0 >= 0 else np.inf
+    return np.sort(np.partition(theta, days - 1, axis=0)[days - 1])
 
 
 # ----- the lattice ----------------------------------------------------------------
