@@ -80,8 +80,9 @@ def _bs_call(s: np.ndarray, k: float, t: float, r: float, vol: float) -> np.ndar
 
 
 def daily_reference(note: ZeroCouponConvertible, market: Market, paths: int,
-                    seed: int = SEED) -> tuple[float, float]:
-    """(value, standard error) per note of face, exact daily rule (module docstring)."""
+                    seed: int = SEED, uniform: bool = False) -> tuple[float, float]:
+    """(value, standard error) per note of face, exact daily rule (module docstring);
+    ``uniform``: closes every 1/252 year from the valuation date instead of NYSE's."""
     if market.equity_carry != 0 or note.coupon != 0 or note.put_dates:
         raise ValueError("zero-coupon notes without put in a market without carry only")
     sch = convertible_schedule(note, market.valuation_date)
@@ -96,6 +97,9 @@ def daily_reference(note: ZeroCouponConvertible, market: Market, paths: int,
     days = [date(d.year(), d.month(), d.dayOfMonth())
             for d in NYSE.businessDayList(ql_date(lo), ql_date(note.maturity - timedelta(days=1)))]
     times = np.array([market.time(d) for d in days])
+    if uniform:
+        times = np.arange(0.0, big_t - 0.5 / 365, 1 / 252)
+        times = times[times >= times[times <= market.time(lo) + 1e-9][-1] - 1e-9]
     callable_ = np.array([sch.call_allowed(t) for t in times])
     ln_k = math.log(sch.trigger_price)
     european0 = face * math.exp(-r * big_t) + n * float(_bs_call(
