@@ -23,7 +23,9 @@ and cost, and the approximations:
   soft-call barrier by interpolation between node rows; Richardson
   extrapolation between ``steps`` and 2 x ``steps`` (``extrapolate``).
 * Soft calls: an equivalent continuously monitored barrier, trigger x
-  exp(c sigma sqrt(1 day)), with c = :func:`trigger_shift` (N of M days).
+  exp(c sigma sqrt(1 day)), with c = :func:`trigger_shift` (N of M days); on the
+  first call date the exact daily rule's probability given S and S0
+  (:func:`window_probability`).
 * Cumulative preferred arrears: linear, through a second backward layer U.
 """
 
@@ -148,19 +150,46 @@ def simulated_shift(days: int, window: int, paths: int = 65536) -> float:
 
 
 @functools.cache
-def window_probability(days: int, window: int, paths: int = 4096
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """P(the rule holds today | ln S today is d daily standard deviations above ln K)
-    on a grid of d: the ``window`` days up to today run backward from d as a walk
-    with N(0, 1) daily steps (the distant valuation-date price forgotten). Seeded."""
-    d = np.linspace(-3.0, 3.0 + 4.0 * math.sqrt(window), 121)
-    rng = np.random.default_rng(20250222)
-    w = np.repeat(d, paths)
-    count = (w >= 0).astype(np.int32)
-    for _ in range(window - 1):
-        w = w - rng.standard_normal(w.size)
-        count += w >= 0
-    return d, (count >= days).reshape(d.size, paths).mean(axis=1)
+def _window_normals(window: int, paths: int = 16384) -> np.ndarray:
+    """Seeded N(0, 1) draws for :func:`window_probability`: (window + 1, paths)."""
+    return np.random.default_rng(20250222).standard_normal((window + 1, paths))
+
+
+def window_probability(days: int, window: int, x: np.ndarray, x0: float,
+                       var_back: np.ndarray, var_total: float) -> np.ndarray:
+    """P(the rule holds today | ln(S / K) = x today), on daily closes.
+
+    ``x0`` is ln(S0 / K) at the valuation date, ``var_total`` the variance of ln S
+    from then to today and ``var_back[j]`` (j = 0 .. window - 1) the variance from
+    the close j trading days before today to today (infinite for a close before
+    the valuation date: it counts as below the trigger). Given its two
+    ends, ln S is a Brownian bridge (whatever its drift): a close j days back is
+    above K when x >= theta_j = -(x0 v_j / V + B_j) / (1 - v_j / V), with B the
+    bridge noise, so the rule holds when x reaches the ``days``-th smallest
+    theta_j of a path; the probability is the share of seeded bridges
+    (:func:`_window_normals`) whose threshold x reaches."""
+    need = _window_thresholds(days, window, float(x0), tuple(np.asarray(var_back, float)),
+                              float(var_total))
+    return np.searchsorted(need, np.asarray(x), side="right") / need.size
+
+
+@functools.lru_cache(maxsize=64)
+def _window_thresholds(days: int, window: int, x0: float, var_back: tuple[float, ...],
+                       var_total: float) -> np.ndarray:
+    """The sorted thresholds of :func:`window_probability`, one per seeded bridge
+    (cached: the two lattices of a Richardson pair share them)."""
+    z = _window_normals(window)
+    vb = np.array(var_back)
+    inside = vb < var_total * (1 - 1e-9)                   # after the valuation date
+    v = np.minimum(vb, var_total)
+    w = np.cumsum(np.sqrt(np.diff(v, prepend=0.0))[:, None] * z[:window], axis=0)
+    w_total = w[-1] + math.sqrt(max(var_total - v[-1], 0.0)) * z[window]
+    frac = (v / var_total)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = -(x0 * frac + w - frac * w_total) / (1.0 - frac)
+    theta[~inside] = np.inf
+    theta[np.abs(vb - var_total) <= var_total * 1e-9] = -np.inf if x0 >= 0 else np.inf
+    return np.sort(np.partition(theta, days - 1, axis=0)[days - 1])
 
 
 # ----- the lattice ----------------------------------------------------------------
@@ -824,24 +853,22 @@ class _Note(_Claim):
 
     def start_up(self, lat: _Lattice) -> np.ndarray:
         """Probability that an N-of-M rule holds on the first call date, given S at the
-        node (the barrier takes over afterwards). If that date is the first one the
-        rule can hold (days before the valuation date count as below), every day so
-        far must be above the trigger: the Brownian bridge probability from S0 that ln S
-        stayed above it, shifted for daily monitoring (Broadie-Glasserman-Kou). Else
-        the trigger days before call_start count: window_probability."""
-        t = self.call_from
-        vol = math.sqrt(self.market.variance("equity", t) / t)
-        day = vol * math.sqrt(TRADING_DAY)
-        if t > self.sch.call_start + _TOL:
-            level = math.log(self.sch.trigger_price) - BGK_SHIFT * day
-            x0 = math.log(self.market.equity_price) - level
-            x1 = np.log(lat.s) - level
-            if x0 <= 0:
-                return np.zeros(lat.s.shape)
-            return np.where(x1 > 0, -np.expm1(-2 * x0 * np.maximum(x1, 0) / (vol * vol * t)),
-                            0.0)
-        d, prob = window_probability(self.sch.trigger_days, self.sch.trigger_window)
-        return np.interp(np.log(lat.s / self.sch.trigger_price) / day, d, prob)
+        node's cell (the barrier takes over afterwards): :func:`window_probability` on
+        the trading days (TRADING_DAY apart) of the window ending then, those before
+        the valuation date below the trigger."""
+        t, sch = self.call_from, self.sch
+        back = t - TRADING_DAY * np.arange(sch.trigger_window)
+        back = np.where(np.abs(back) < _TOL, 0.0, back)
+        var_t = float(self.market.variance("equity", t))
+        var_back = np.where(back >= 0.0, var_t - self.market.variance(
+            "equity", np.maximum(back, 0.0)), np.inf)
+        ln_k = math.log(sch.trigger_price)
+        # averaged over each row's cell: the probability jumps where today's close
+        # crosses the trigger (one more day above)
+        x = np.log(lat.s) - ln_k + lat.dx1 * _SUB
+        p = window_probability(sch.trigger_days, sch.trigger_window, x,
+                               math.log(self.market.equity_price) - ln_k, var_back, var_t)
+        return p.mean(axis=1, keepdims=True)
 
     def plan(self, lat: _Lattice, ks: np.ndarray) -> _Plan:
         t, sch, p = lat.times[ks], self.sch, _Plan.empty(ks)
