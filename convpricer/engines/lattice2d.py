@@ -61,10 +61,11 @@ KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_sto
 OPTIONS = frozenset({"steps", "extrapolate", "preferred_horizon", "width"})
 
 #: Production defaults (docs/sections/lattice2d.md: accuracy and cost measured).
-DEFAULT_STEPS = 200
-#: A 30-year preferred needs finer steps (its quarterly dividends alone take 120).
-DEFAULT_PREFERRED_STEPS = 300
-DEFAULT_WIDTH = 6.0
+DEFAULT_STEPS = 400
+#: A 30-year preferred needs finer steps (its quarterly dividends alone take 120
+#: and its American conversion over 30 years converges slowly).
+DEFAULT_PREFERRED_STEPS = 600
+DEFAULT_WIDTH = 5.0
 MIN_STEPS = 10
 #: dx^2 / (largest step variance): 3 makes the trinomial match the normal's
 #: fourth moment on the largest step.
@@ -1151,7 +1152,7 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
     note, :data:`DEFAULT_PREFERRED_STEPS` for a preferred),
     ``extrapolate`` (Richardson with 2 x steps, default True),
     ``preferred_horizon`` (years, default 30), ``width`` (grid half-width in
-    standard deviations of the horizon, default 6).
+    standard deviations of the horizon, default 5).
     """
     opt = _settings(options)
     if instrument.kind not in KINDS:
