@@ -244,11 +244,20 @@ class _Lattice:
         """ln BTC price at the nodes of time k, shape (n1, n2)."""
         return self.ln_b[k] + self.gamma * self.z1[:, None] + self.z2[None, :]
 
+    @property
+    def u_grid(self) -> np.ndarray:
+        """ln B - ln_b(t) at the nodes, flat (n1 * n2)."""
+        return (self.gamma * self.z1[:, None] + self.z2[None, :]).reshape(-1)
+
+    @property
+    def cell(self) -> tuple[float, float]:
+        """Half-widths of a node's cell in ln B: along the rows and the columns."""
+        return self.gamma * self.dx1 / 2, self.dx2 / 2
+
     def below(self, k: int, ln_level: float) -> np.ndarray:
         """Share of each node's cell where ln B < ln_level (cell average of the test)."""
-        u = self.gamma * self.z1[:, None] + self.z2[None, :]
-        return lattice_kernel.box_cdf(ln_level - self.ln_b[k] - u, self.gamma * self.dx1 / 2,
-                                      self.dx2 / 2)
+        x = (ln_level - self.ln_b[k] - self.u_grid).reshape(self.shape)
+        return lattice_kernel.box_cdf(x, *self.cell)
 
     def root_view(self) -> _Lattice:
         """The three rows z1 = -dx1, 0, dx1 of a single column z2 = 0 around (S0, B0): the
@@ -602,18 +611,20 @@ class _Ordinary:
     decides: np.ndarray
     call_row: np.ndarray    # first row a call is allowed on
     spread_df: np.ndarray
+    unpaid: np.ndarray      # a preferred's surplus boundary, ln B - ln_b(t_k) (-inf: none)
 
     @classmethod
-    def of(cls, plan: _Plan, lat: _Lattice, spread: float, hazard: bool) -> _Ordinary:
-        ordinary = ~(plan.smooth | plan.start_up | plan.due | (plan.dividend != 0)
-                     | (plan.ks == 0) | hazard)
+    def of(cls, plan: _Plan, lat: _Lattice, spread: float, hazard: bool,
+           ln_unpaid: float) -> _Ordinary:
+        ordinary = ~(plan.smooth | plan.start_up | plan.due | (plan.ks == 0) | hazard)
         n = ordinary.size
         start = np.maximum.accumulate(np.where(np.r_[True, ~ordinary], np.arange(n + 1), 0))
         barrier = np.where(np.isnan(plan.call), np.nan, plan.barrier)
         row = np.where(np.isnan(barrier), 0, np.searchsorted(lat.z1, barrier - lat.dx1 / 2))
         return cls(plan=plan, start=start,
                    decides=plan.convert | ~np.isnan(plan.put) | ~np.isnan(plan.call),
-                   call_row=row.astype(np.int64), spread_df=np.exp(-spread * lat.dt))
+                   call_row=row.astype(np.int64), spread_df=np.exp(-spread * lat.dt),
+                   unpaid=ln_unpaid - lat.ln_b[plan.ks])
 
     def sweep(self, v: np.ndarray, tmp: np.ndarray, k: int, lat: _Lattice,
               conv: np.ndarray, lay: _Layout) -> int:
@@ -624,7 +635,8 @@ class _Ordinary:
             split, u, pc = lay.flags
             lattice_kernel.sweep(v, tmp, k, j, lat.a, lat.b, lat.e, lat.g, lat.m, lat.df,
                                  self.spread_df, self.decides, p.convert, p.put, p.call,
-                                 self.call_row, p.coupon, conv, split, lay.d, u, pc)
+                                 self.call_row, p.coupon, p.dividend, self.unpaid,
+                                 lat.u_grid, *lat.cell, conv, split, lay.d, u, pc)
         return j
 
 
@@ -797,9 +809,10 @@ class _Claim:
         if st.coupon:
             v[self.lay.d] += solvent * st.coupon
         if st.dividend:
-            paid = 1.0 - lat.below(k, self.ln_unpaid)
-            owed = paid + ((1.0 - paid) * v[self.lay.u] if self.lay.u is not None else 0.0)
-            v[self.lay.d] += st.dividend * solvent * owed
+            lattice_kernel.pay_dividend(
+                v, st.dividend, self.ln_unpaid - lat.ln_b[k], lat.u_grid, *lat.cell,
+                self.lay.d, self.lay.flags[1],
+                np.ascontiguousarray(np.broadcast_to(solvent, lat.shape)).reshape(-1))
 
 
 class _Note(_Claim):
@@ -998,7 +1011,7 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     v = claim.terminal(lat)
     root = lat.root_view()
     plan = claim.plan(lat, np.arange(lat.steps))
-    ordinary = _Ordinary.of(plan, lat, claim.spread, hazard)
+    ordinary = _Ordinary.of(plan, lat, claim.spread, hazard, claim.ln_unpaid)
     conv_rows = np.ascontiguousarray(claim.ratio * lat.s[:, 0])
     conv = np.ascontiguousarray(np.broadcast_to(claim.ratio * lat.s, lat.shape))
     rows: dict = {}

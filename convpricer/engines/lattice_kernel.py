@@ -86,6 +86,22 @@ def expect(x: np.ndarray, out: np.ndarray, a: float, b: float, e: float, g: floa
     ghosts(out)
 
 
+@njit(inline="always", **_JIT)
+def _box(y: float, h1: float, h2: float) -> float:
+    """P(U1 + U2 <= y) for independent U1 ~ U[-h1, h1], U2 ~ U[-h2, h2], 0 <= h1 <= h2."""
+    if h2 <= 0.0:
+        return 1.0 if y > 0.0 else 0.0
+    if y >= h1 + h2:
+        return 1.0
+    if y <= -h1 - h2:
+        return 0.0
+    if h1 <= 1e-12 * h2:
+        return min(max((y + h2) / (2.0 * h2), 0.0), 1.0)
+    f = (_ramp2(y + h1 + h2) - _ramp2(y - h1 + h2) - _ramp2(y + h1 - h2)
+         + _ramp2(y - h1 - h2)) / (4.0 * h1 * h2)
+    return min(max(f, 0.0), 1.0)
+
+
 @njit(**_JIT)
 def box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
     """P(U1 + U2 <= x) elementwise for independent U1 ~ U[-h1, h1], U2 ~ U[-h2, h2]
@@ -94,20 +110,24 @@ def box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
     out = np.empty(x.shape)
     flat, res = x.ravel(), out.reshape(-1)
     for n in range(flat.size):
-        y = flat[n]
-        if h2 <= 0.0:
-            res[n] = 1.0 if y > 0.0 else 0.0
-        elif y >= h1 + h2:
-            res[n] = 1.0
-        elif y <= -h1 - h2:
-            res[n] = 0.0
-        elif h1 <= 1e-12 * h2:
-            res[n] = min(max((y + h2) / (2.0 * h2), 0.0), 1.0)
-        else:
-            f = (_ramp2(y + h1 + h2) - _ramp2(y - h1 + h2) - _ramp2(y + h1 - h2)
-                 + _ramp2(y - h1 - h2)) / (4.0 * h1 * h2)
-            res[n] = min(max(f, 0.0), 1.0)
+        res[n] = _box(flat[n], h1, h2)
     return out
+
+
+@njit(**_JIT)
+def pay_dividend(v: np.ndarray, amount: float, shift: float, u_grid: np.ndarray, h1: float,
+                 h2: float, d: int, u: int, solvent: np.ndarray) -> None:
+    """Add a preferred dividend to the cash part of the stack v (K, n1, n2), in place:
+    paid on the share of each node's cell where ln B - ln_b(t) = u_grid + cell >= shift
+    (the surplus test; shift = -inf: always), else owed as arrears worth U per $1 (u
+    >= 0; lost otherwise); times ``solvent`` per node (empty: 1)."""
+    kk, n1, n2 = v.shape
+    flat = v.reshape(kk, n1 * n2)
+    h1, h2 = min(abs(h1), abs(h2)), max(abs(h1), abs(h2))
+    for n in range(n1 * n2):
+        paid = 1.0 - _box(shift - u_grid[n], h1, h2)
+        owed = paid + (1.0 - paid) * flat[u, n] if u >= 0 else paid
+        flat[d, n] += amount * owed * (solvent[n] if solvent.size else 1.0)
 
 
 @njit(**_JIT)
@@ -198,12 +218,15 @@ def _scale(v: np.ndarray, f: float) -> None:
 def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
           b: np.ndarray, e: np.ndarray, g: np.ndarray, m: np.ndarray, df: np.ndarray,
           spread_df: np.ndarray, decides: np.ndarray, convert: np.ndarray, put: np.ndarray,
-          call: np.ndarray, call_row: np.ndarray, coupon: np.ndarray, conv: np.ndarray,
+          call: np.ndarray, call_row: np.ndarray, coupon: np.ndarray, dividend: np.ndarray,
+          unpaid: np.ndarray, u_grid: np.ndarray, h1: float, h2: float, conv: np.ndarray,
           split: bool, d: int, u: int, pc: int) -> None:
     """Ordinary steps k = k_hi - 1 down to k_lo, in place on v (tmp: a buffer of v's
     shape): expectation, discount (value at df[k], the cash part of a split value
     also at spread_df[k], U at df[k]), decisions where ``decides[k]`` (put/call NaN:
-    none; conversion value conv per row), coupon[k] added to the cash part."""
+    none; conversion value conv per row), coupon[k] added to the cash part, a
+    preferred's dividend[k] by :func:`pay_dividend` with its surplus boundary at
+    unpaid[k] (ln B - ln_b(t_k))."""
     none = np.empty(0)
     src, dst = v, tmp
     for k in range(k_hi - 1, k_lo - 1, -1):
@@ -218,5 +241,7 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
             _decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc)
         if coupon[k] != 0.0:
             src[d] += coupon[k]
+        if dividend[k] != 0.0:
+            pay_dividend(src, dividend[k], unpaid[k], u_grid, h1, h2, d, u, none)
     if (k_hi - k_lo) % 2:
         v[...] = src
