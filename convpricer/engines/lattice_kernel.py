@@ -115,6 +115,27 @@ def box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
 
 
 @njit(**_JIT)
+def log_table(ln_x: np.ndarray, lo: float, step: float, values: np.ndarray) -> np.ndarray:
+    """A table of values at x = exp(lo + i * step), i = 0..n-1, read at exp(ln_x):
+    linear in x between points, the end values outside (as np.interp on x)."""
+    out = np.empty(ln_x.shape)
+    flat, res = ln_x.ravel(), out.reshape(-1)
+    last = values.size - 1
+    for n in range(flat.size):
+        y = (flat[n] - lo) / step
+        if y <= 0.0:
+            res[n] = values[0]
+        elif y >= last:
+            res[n] = values[last]
+        else:
+            i = min(int(y), last - 1)
+            x0, x1 = np.exp(lo + i * step), np.exp(lo + (i + 1) * step)
+            w = (np.exp(flat[n]) - x0) / (x1 - x0)
+            res[n] = values[i] + w * (values[i + 1] - values[i])
+    return out
+
+
+@njit(**_JIT)
 def pay_dividend(v: np.ndarray, amount: float, shift: float, u_grid: np.ndarray, h1: float,
                  h2: float, d: int, u: int, solvent: np.ndarray) -> None:
     """Add a preferred dividend to the cash part of the stack v (K, n1, n2), in place:
