@@ -61,7 +61,7 @@ KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_sto
 OPTIONS = frozenset({"steps", "extrapolate", "preferred_horizon", "width"})
 
 #: Production defaults (docs/sections/lattice2d.md: accuracy and cost measured).
-DEFAULT_STEPS = 400
+DEFAULT_STEPS = 500
 #: A 30-year preferred needs finer steps (its quarterly dividends alone take 120
 #: and its American conversion over 30 years converges slowly).
 DEFAULT_PREFERRED_STEPS = 600
