@@ -422,7 +422,16 @@ def test_extrapolation_and_steps() -> None:
     assert abs(value(note, steps=100) - exact) < 0.1 * abs(coarse - exact)
 
 
+def test_preferred_steps_apply_to_preferreds_only() -> None:
+    opts = {"greeks": False, "steps": 40, "preferred_steps": 60}
+    assert lat.price(PREF, MARKET, **opts).settings["steps"] == 60
+    assert lat.price(NOTE, MARKET, **opts).settings["steps"] == 40
+    assert lat.price(PREF, MARKET, greeks=False, steps=40).settings["steps"] == 40
+    assert lat.price(PREF, MARKET, greeks=False).settings["steps"] == lat.DEFAULT_PREFERRED_STEPS
+
+
 @pytest.mark.parametrize("options", [{"paths": 10}, {"steps": 5}, {"steps": 100.0},
+                                     {"preferred_steps": 9}, {"preferred_steps": True},
                                      {"extrapolate": "yes"}, {"width": 1.0},
                                      {"preferred_horizon": 0.0}])
 def test_bad_options_are_refused(options) -> None:

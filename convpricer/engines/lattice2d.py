@@ -58,7 +58,7 @@ from ..structure import CapitalStructure
 from . import check_options, lattice_kernel
 
 KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_stock"})
-OPTIONS = frozenset({"steps", "extrapolate", "preferred_horizon", "width"})
+OPTIONS = frozenset({"steps", "preferred_steps", "extrapolate", "preferred_horizon", "width"})
 
 #: Production defaults (docs/sections/lattice2d.md: accuracy and cost measured).
 DEFAULT_STEPS = 500
@@ -86,6 +86,7 @@ class Settings:
     """What a valuation runs with (``steps`` is the coarse lattice)."""
 
     steps: int | None = None          # None: DEFAULT_STEPS, or DEFAULT_PREFERRED_STEPS
+    preferred_steps: int | None = None  # a preferred's steps; None: steps as above
     extrapolate: bool = True
     preferred_horizon: float = PREFERRED_HORIZON
     width: float = DEFAULT_WIDTH
@@ -94,10 +95,11 @@ class Settings:
 def _settings(options: dict[str, Any]) -> Settings:
     check_options("lattice2d", options, OPTIONS)
     s = Settings(**options)
-    if s.steps is not None and (isinstance(s.steps, bool) or not isinstance(s.steps, int)
-                                or s.steps < MIN_STEPS):
-        raise EngineError(f"engine lattice2d: steps = {s.steps!r} must be an integer "
-                          f">= {MIN_STEPS}")
+    for name in ("steps", "preferred_steps"):
+        n = getattr(s, name)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < MIN_STEPS):
+            raise EngineError(f"engine lattice2d: {name} = {n!r} must be an integer "
+                              f">= {MIN_STEPS}")
     if not isinstance(s.extrapolate, bool):
         raise EngineError(f"engine lattice2d: extrapolate = {s.extrapolate!r} must be "
                           "true or false")
@@ -1091,7 +1093,10 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     events = events[(events > _TOL) & (events < h - _TOL)]
     # one time per event, exact (the schedule's own tests allow only 1e-12)
     events = events[np.concatenate([[True], np.diff(events) > _TOL])] if events.size else events
-    steps = opt.steps or (DEFAULT_STEPS if isinstance(claim, _Note) else DEFAULT_PREFERRED_STEPS)
+    if isinstance(claim, _Note):
+        steps = opt.steps or DEFAULT_STEPS
+    else:
+        steps = opt.preferred_steps or opt.steps or DEFAULT_PREFERRED_STEPS
 
     def grid(n: int) -> np.ndarray:
         return _long_first_steps(time_grid(events, h, n), events[0] if events.size else h)
@@ -1161,7 +1166,9 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
     """Value one note (USD per note of face) or preferred share (USD per share).
 
     Options: ``steps`` (coarse lattice, int >= 10, default :data:`DEFAULT_STEPS` for a
-    note, :data:`DEFAULT_PREFERRED_STEPS` for a preferred),
+    note, :data:`DEFAULT_PREFERRED_STEPS` for a preferred), ``preferred_steps`` (a
+    preferred's steps when they should differ from ``steps``: a structure valued with
+    both),
     ``extrapolate`` (Richardson with 2 x steps, default True),
     ``preferred_horizon`` (years, default 30), ``width`` (grid half-width in
     standard deviations of the horizon, default 5).
