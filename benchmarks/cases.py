@@ -319,7 +319,7 @@ def reference_structural(log: Callable[[str], None]) -> dict[str, Any]:
                            "cross_checks": {**lat, **fdm}}}
 
 
-def reference_strategy(log: Callable[[str], None], steps: tuple[int, ...] = (600, 1200)
+def reference_strategy(log: Callable[[str], None], steps: tuple[int, ...] = (800, 1600)
                        ) -> dict[str, Any]:
     s, m = strategy()
     claims: dict[str, Any] = {}

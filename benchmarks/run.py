@@ -107,11 +107,11 @@ class Config:
         if quick:
             return cls(quick=True, repeat=repeat or 3, lattice_1f=ladder(20, 1280, 2),
                        ql_lr=ladder(125, 4000, 2), ql_crr=ladder(125, 8000, 2),
-                       lattice_2f=ladder(20, 160, 2), strategy=[20, 40, 80],
+                       lattice_2f=ladder(20, 160, 2), strategy=[100, 200],
                        mc_paths=1 << 17, mc_repeat=0)
         return cls(quick=False, repeat=repeat or 5, lattice_1f=ladder(20, 2560, 4),
                    ql_lr=ladder(125, 8000, 4), ql_crr=ladder(125, 32000, 4),
-                   lattice_2f=ladder(20, 320, 4), strategy=ladder(20, 226, 2),
+                   lattice_2f=ladder(20, 320, 4), strategy=[200, 300, 400, 500],
                    mc_paths=cases.MC_PATHS, mc_repeat=2)
 
 
@@ -443,7 +443,9 @@ def strategy(cfg: Config, refs: dict[str, Any], rep: Report) -> None:
     notes = {c.name for c in s.convertibles}
 
     def value(n: int, greeks: bool = False) -> Any:
-        return cp.value(s, m, engine="lattice2d", greeks=greeks, steps=n)
+        # the preferreds at 6/5 of the notes' steps, as the defaults (500 and 600)
+        return cp.value(s, m, engine="lattice2d", greeks=greeks, steps=n,
+                        preferred_steps=round(1.2 * n))
 
     def worst(df, names: set[str]) -> tuple[float, str]:
         errs = {r["name"]: abs(rel(r["value"], claims[r["name"]]["value"]))
@@ -479,7 +481,8 @@ def strategy(cfg: Config, refs: dict[str, Any], rep: Report) -> None:
                "first ladder count holding 1e-4 on every claim" if n_all is not None else
                "largest ladder count (1e-4 not held on every claim)")
         rep.rows.append(Row("strategy", "convpricer lattice2d, value(greeks=False)",
-                            f"steps={n}, {len(s.claims)} claims + common", total, None, e_all,
+                            f"steps={n} (preferreds {round(1.2 * n)}), {len(s.claims)} claims "
+                            "+ common", total, None, e_all,
                             t[k], {}, f"{why}; value = total USD of the claims; error: worst "
                             f"claim {name_all} ({e_all:.1e}), worst note {name_notes} "
                             f"({e_notes:.1e})"))
