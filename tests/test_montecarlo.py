@@ -300,3 +300,76 @@ def test_via_top_level_price() -> None:
 def test_bad_options_refused(opts: dict) -> None:
     with pytest.raises(EngineError):
         mc.price(EURO, MARKET, greeks=False, **opts)
+
+
+# ----- forced-conversion calls, early conversion, degenerate controls ----------------------------
+def test_call_forcing_conversion_at_valuation_is_parity() -> None:
+    """Callable now and the 130% trigger holds: the call forces conversion, so the
+    note is worth exactly its conversion value, decided without regression."""
+    note = replace(AMERICAN, call_start=VAL, put_dates=())
+    m = MARKET.replace(equity_price=200.0)
+    res = mc_price(note, m, paths=4096)
+    assert res.value == pytest.approx(8.0 * 200.0, abs=1e-9)
+    assert any("called_converted" in n for n in res.notes)
+
+
+def test_deep_in_the_money_soft_call_coupon_note_agrees_with_quantlib() -> None:
+    """Parity 1200 (trigger 1.3 x 83.3): the call forces conversion on most paths
+    once it is allowed, where the claim stops at parity whatever the continuation
+    (decided exactly): within 3 SE of QuantLib plus its tree error."""
+    qe = pytest.importorskip("convpricer.engines.quantlib_engine")
+    note = ConvertibleNote(name="deep", face=1000.0, notional=1e9, issue_date=date(2024, 3, 15),
+                           maturity=MAT, conversion_ratio=12.0, coupon_rate=0.03,
+                           call_start=date(2026, 2, 23), call_trigger=1.3)
+    res = mc_price(note)
+    assert within(res, qe.price(note, MARKET, greeks=False).value, extra=0.3)
+
+
+def test_no_early_conversion_of_an_in_the_money_coupon_note() -> None:
+    """No dividends: before maturity a holder converts only when called (the
+    regression used to convert on 20-46% of paths of the fixtures' coupon notes
+    where the call would force conversion anyway). Measured 0 of 16,384 here."""
+    note = ConvertibleNote(name="cpn", face=1000.0, notional=1e9, issue_date=date(2024, 3, 15),
+                           maturity=MAT, conversion_ratio=10.0, coupon_rate=0.02,
+                           put_dates=(date(2027, 3, 22),), call_start=date(2026, 2, 23),
+                           call_trigger=1.3, call_trigger_days=20, call_trigger_window=30)
+    paths = mc.simulate_claim(note, MARKET, paths=16384, pilot_paths=8192, steps_per_year=26)
+    early = np.mean((paths.outcome == decisions.CONVERTED)
+                    & (paths.stop_time < paths.times[-1] - 1e-9))
+    assert early < 1e-3
+    assert paths.share("called_converted") > 0.2
+
+
+def test_very_high_coverage_tends_to_no_structure() -> None:
+    """5,000x coverage: no default, the value is the no-structure value (the
+    default-shape regressors, non-zero on a handful of pilot paths, used to be
+    fitted to their noise: 1479.5 +- 0.6 against 1500.9)."""
+    note = ZeroCouponConvertible(name="n", face=1000.0, notional=1e7, issue_date=VAL,
+                                 maturity=date(2027, 2, 22), conversion_ratio=100.0,
+                                 seniority="secured", recovery_rate=0.0)
+    m = MARKET.replace(btc_price=20000.0, equity_price=10.0, btc_vol=0.25, equity_vol=1.0,
+                       correlation=0.0, risk_free_rate=0.0, equity_dividend_yield=0.015625)
+    s = CapitalStructure(name="issuer", btc_holdings=2.5e6, shares_outstanding=5e5,
+                         instruments=(note,))
+    opts = {"pilot_paths": 2048, "steps_per_year": 12, "monitoring": "grid", "seed": 7}
+    free = mc_price(note, m, **opts)
+    rich = mc_price(note, m, s, **opts)
+    assert rich.p_default == 0.0
+    assert abs(rich.value - free.value) <= 3 * math.hypot(rich.std_error, free.std_error) + 1.0
+
+
+def test_unsampled_control_is_left_out() -> None:
+    """A 3-month note whose conversion option no path reaches: the European control
+    does not vary, and a beta of noise over ~0 gave 5.7e6 for a note worth about
+    its liquidation value (0.375x coverage)."""
+    note = ZeroCouponConvertible(name="n", face=1000.0, notional=1e7, issue_date=VAL,
+                                 maturity=date(2025, 5, 22), conversion_ratio=20.3125,
+                                 seniority="secured", recovery_rate=0.0)
+    m = MARKET.replace(btc_price=20000.0, equity_price=10.0, btc_vol=0.15, equity_vol=1.0,
+                       correlation=0.0)
+    s = CapitalStructure(name="issuer", btc_holdings=187.5, shares_outstanding=3.75e5,
+                         instruments=(note,))
+    res = mc_price(note, m, s, paths=2048, pilot_paths=2048, seed=7)
+    liquidation = 187.5 * 20000.0 / 1e4 * math.exp(-0.04 * m.time(note.maturity))
+    assert res.p_default > 0.5
+    assert 0.5 * liquidation < res.value < 1000.0
