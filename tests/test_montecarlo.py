@@ -373,3 +373,25 @@ def test_unsampled_control_is_left_out() -> None:
     liquidation = 187.5 * 20000.0 / 1e4 * math.exp(-0.04 * m.time(note.maturity))
     assert res.p_default > 0.5
     assert 0.5 * liquidation < res.value < 1000.0
+
+
+def test_rare_event_control_is_left_out() -> None:
+    """European zero at 23x coverage: one path of 2,048 reaches the BTC put's
+    strike and defaults. A beta fitted to that one path made the residual
+    constant: 71 below the no-structure value with a standard error of 0."""
+    val = date(2025, 6, 30)
+    note = ZeroCouponConvertible(name="n", face=1000.0, notional=1.4755e7, issue_date=val,
+                                 maturity=date(2027, 6, 30), conversion_ratio=100.0,
+                                 conversion="european", seniority="secured", recovery_rate=0.0)
+    junior = PreferredStock(name="p", liquidation_preference=100.0, units=133309.0,
+                            dividend_rate=0.0)
+    m = Market(valuation_date=val, btc_price=20000.0, equity_price=10.0, btc_vol=0.75,
+               equity_vol=1.0, correlation=0.0, risk_free_rate=0.0625)
+    s = CapitalStructure(name="issuer", btc_holdings=16 * 2808.59, shares_outstanding=5617180.0,
+                         instruments=(junior, note))
+    opts = {"paths": 2048, "pilot_paths": 2048, "steps_per_year": 12, "monitoring": "grid",
+            "seed": 7}
+    free = mc_price(note, m, **opts)
+    rich = mc_price(note, m, s, **opts)
+    assert rich.std_error > 0
+    assert abs(rich.value - free.value) <= 3 * rich.std_error + 5.0

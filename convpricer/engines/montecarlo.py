@@ -95,7 +95,8 @@ _PURPOSE_VALUE, _PURPOSE_PILOT = 0, 1
 _XI_CLIP = 5.0     # ln(S/K) is clipped to +-5 in the regression basis
 _COV_CLIP = 3.0    # ln(assets / claims) likewise to +-3
 _TOL = 1e-9
-_CONTROL_TOL = 1e-9  # controls whose sample std is below this x max(|mean|, 1) are left out
+_CONTROL_TOL = 1e-9  # a control "moves" on a sample beyond this x max(|mean|, 1) from its median
+_MIN_CONTROL_SAMPLES = 64  # controls moving on fewer (pair-averaged) samples are left out
 _INSTANT = 1e-6    # "an instant before" a due date, years
 _MIN_REGRESSION = 64  # fewer candidate pilot paths at a date: no exercise there
 #: Expected number of regressed pilot paths failing the next structural test below
@@ -1241,10 +1242,11 @@ def _estimate(inst, market: Market, structure: CapitalStructure | None, opt: Opt
         if o.controls.shape[1] else np.empty((y.size, 0))
     mu = _control_means(plan)
     sd = x.std(axis=0)
-    # a control that does not vary on these paths (an option no path ended in the
-    # money of) is not sampled: its beta would be noise over ~0 (measured: 5.7e6
-    # for a note worth 381)
-    use = sd > _CONTROL_TOL * np.maximum(np.abs(mu), 1.0)
+    # a control that moves on a handful of samples only (a deep out-of-the-money
+    # option) is not sampled: its beta would be fitted to those few (measured:
+    # 5.7e6 for a note worth 381, and a European note 71 low with SE 0)
+    moves = np.abs(x - np.median(x, axis=0)) > _CONTROL_TOL * np.maximum(np.abs(mu), 1.0)
+    use = moves.sum(axis=0) >= _MIN_CONTROL_SAMPLES
     if use.any():
         z = (x[:, use] - mu[use]) / sd[use]
         beta = np.linalg.lstsq(z - z.mean(axis=0), y - value, rcond=None)[0]
