@@ -214,8 +214,6 @@ class _Lattice:
     e: np.ndarray             # covariance / (dx1 dx2) per step
     g: np.ndarray             # weight of the mixed fourth difference per step
     m: np.ndarray             # mean move of Z1 (in rows) per step: the equity drift
-    hazard_lo: np.ndarray     # bounds of an extra (hazard) move of Z1 keeping p >= 0
-    hazard_hi: np.ndarray
     dx1: float
     dx2: float
     z1: np.ndarray
@@ -236,6 +234,17 @@ class _Lattice:
     @property
     def shape(self) -> tuple[int, int]:
         return self.z1.size, self.z2.size
+
+    @functools.cached_property
+    def hazard_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per step, the bounds of an extra (hazard) move of Z1 that keep every
+        probability of the stencil non-negative."""
+        p0, p1 = _stencil(self.a, self.b, self.e, self.g, self.m, self.gp)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = -p0 / p1
+        lo = np.where(p1 > 0, r, -np.inf).reshape(self.steps, -1).max(axis=1)
+        hi = np.where(p1 < 0, r, np.inf).reshape(self.steps, -1).min(axis=1)
+        return lo, hi
 
     @property
     def gp(self) -> float:
@@ -374,14 +383,10 @@ def _lattice(market: Market, times: np.ndarray, two_factor: bool, width: float,
         e = np.clip(e, -lim, lim)
     g = np.maximum(np.abs(e) + np.abs(m) * b - a * b, 0.0) / 4
     gp = gamma * dx1 / dx2 if dx2 > 0 else 0.0
-    p0, p1 = _stencil(a, b, e, g, m, gp)
+    p0 = _stencil(a, b, e, g, m, gp)[0]
     if p0.min() < -1e-12:
         raise EngineError("engine lattice2d: negative transition probabilities "
                           f"({p0.min():.2e}); increase steps")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = -p0 / p1
-    lo = np.where(p1 > 0, r, -np.inf).reshape(dt.size, -1).max(axis=1)
-    hi = np.where(p1 < 0, r, np.inf).reshape(dt.size, -1).min(axis=1)
     ix = _MOVES
     mgf_b = np.einsum("kij,ij->k", p0, np.exp(gamma * dx1 * ix[:, None] + dx2 * ix[None, :]))
     ln_b = math.log(market.btc_price) + np.concatenate([[0.0], np.cumsum(
@@ -396,7 +401,7 @@ def _lattice(market: Market, times: np.ndarray, two_factor: bool, width: float,
     z1 = off + dx1 * np.arange(lo_row - 1, hi_row + 2)
     z2 = dx2 * np.arange(-m2 - 1, m2 + 2) if dx2 > 0 else np.zeros(1)
     return _Lattice(times=times, dt=dt, df=df, rate=rate, vol_s=np.sqrt(vs / dt), a=a, b=b,
-                    e=e, g=g, m=m, hazard_lo=lo, hazard_hi=hi, dx1=dx1, dx2=dx2, z1=z1,
+                    e=e, g=g, m=m, dx1=dx1, dx2=dx2, z1=z1,
                     z2=z2, gamma=gamma,
                     s=(market.equity_price * np.exp(z1))[:, None], ln_b=ln_b, notes=notes)
 
@@ -933,8 +938,12 @@ class _Preferred(_Claim):
         self.sch = preferred_schedule(pref, vd, self.horizon)
         self.ratio = pref.conversion_ratio
         self.full_claim = pref.liquidation_preference + pref.arrears
+        # ln B below which the liquidation payout falls short of the claim (-inf: never)
+        self.ln_impaired = -math.inf
         if credit.structure is not None:
             self.ln_unpaid = _boundary(lambda b: ~credit.dividend_paid(pref, b))
+            self.ln_impaired = _boundary(lambda b: credit.liquidation_value(pref, b)
+                                         < self.full_claim * (1 - 1e-12))
 
     def events(self) -> np.ndarray:
         ev = [*self.sch.dividend_times]
@@ -982,7 +991,8 @@ class _Preferred(_Claim):
             v[self.lay.u] = (1 - pc) * paid
         if self.lay.pc is not None:
             v[self.lay.pc] = pc
-            v[self.lay.pc + 1] = (1 - pc) * (paid < 1 - 1e-12)
+            # impaired: the share of the cell below the level (a step in B, smoothed)
+            v[self.lay.pc + 1] = (1 - pc) * lat.below(k, self.ln_impaired)
         st = self.plan(lat, np.array([k])).step(0)
         solvent = 1.0 - self.default(lat, k, v, st.escape) if st.due else 1.0
         self.cash_flows(lat, k, v, st, solvent)     # a dividend on the horizon date
@@ -1033,10 +1043,11 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
         else:
             if state_drift:
                 mh = mh_unit * dt
-                out = (mh < lat.hazard_lo[k]) | (mh > lat.hazard_hi[k])
+                lo, hi = lat.hazard_bounds
+                out = (mh < lo[k]) | (mh > hi[k])
                 if out.any():
                     clipped += int(np.count_nonzero(out))
-                    mh = np.clip(mh, lat.hazard_lo[k], lat.hazard_hi[k])
+                    mh = np.clip(mh, lo[k], hi[k])
             v = lat.expect(v, k, mh)
         df = lat.df[k]
         if hazard:
@@ -1113,15 +1124,15 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
         return lat, _solve(claim, lat)
 
     # probabilities need no extrapolated accuracy: without extrapolation from the one
-    # lattice, else from a third one of steps / 2 (their 3 layers cost as much as the
-    # value layer on a lattice twice as fine)
+    # lattice, else from a third one of steps / 3 (their 3 layers on the coarse lattice
+    # would cost as much as the value layer on the fine one)
     runs = [solve(times, probs and not opt.extrapolate) for times in grids]
     values = [r[1].value for r in runs]
     first = runs[0][0]
     sol = runs[-1][1]
     clipped = max(r[1].clipped_drift for r in runs)
     if probs and opt.extrapolate:
-        sol = solve(grid(max(steps // 2, MIN_STEPS)), True)[1]
+        sol = solve(grid(max(steps // 3, MIN_STEPS)), True)[1]
     value = 2 * values[0] - values[1] if opt.extrapolate else values[0]
     notes = list(first.notes)
     if clipped:
