@@ -668,7 +668,7 @@ class _Claim:
         self.lay = _Layout(split=self.spread > 0, arrears=arrears, probs=probs)
         self.ln_insolvent = _boundary(credit.insolvent) if credit.structural else -math.inf
         self.ln_unpaid = -math.inf
-        self._table: tuple[float, float, np.ndarray] | None = None
+        self._table: tuple[float, float, np.ndarray, np.ndarray] | None = None
 
     def claim(self, t: float) -> float:
         raise NotImplementedError
@@ -696,7 +696,8 @@ class _Claim:
             reach = 2.0 + abs(lat.gamma) * np.abs(lat.z1).max() + np.abs(lat.z2).max()
             lo, hi = lat.ln_b.min() - 1.5 * reach, lat.ln_b.max() + 1.5 * reach
             x = np.linspace(lo, hi, _TABLE)
-            self._table = lo, x[1] - x[0], self.credit.liquidation_value(self.inst, np.exp(x))
+            bs = np.exp(lo + (x[1] - x[0]) * np.arange(_TABLE))
+            self._table = lo, x[1] - x[0], bs, self.credit.liquidation_value(self.inst, bs)
         return lattice_kernel.log_table(np.ascontiguousarray(ln_b, dtype=float), *self._table)
 
     def liquidation_cells(self, lat: _Lattice, k: int) -> np.ndarray:

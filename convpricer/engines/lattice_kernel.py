@@ -115,9 +115,10 @@ def box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
 
 
 @njit(**_JIT)
-def log_table(ln_x: np.ndarray, lo: float, step: float, values: np.ndarray) -> np.ndarray:
-    """A table of values at x = exp(lo + i * step), i = 0..n-1, read at exp(ln_x):
-    linear in x between points, the end values outside (as np.interp on x)."""
+def log_table(ln_x: np.ndarray, lo: float, step: float, x: np.ndarray,
+              values: np.ndarray) -> np.ndarray:
+    """A table of values at x[i] = exp(lo + i * step), read at exp(ln_x): linear in x
+    between points, the end values outside (as np.interp on x)."""
     out = np.empty(ln_x.shape)
     flat, res = ln_x.ravel(), out.reshape(-1)
     last = values.size - 1
@@ -129,8 +130,7 @@ def log_table(ln_x: np.ndarray, lo: float, step: float, values: np.ndarray) -> n
             res[n] = values[last]
         else:
             i = min(int(y), last - 1)
-            x0, x1 = np.exp(lo + i * step), np.exp(lo + (i + 1) * step)
-            w = (np.exp(flat[n]) - x0) / (x1 - x0)
+            w = (np.exp(flat[n]) - x[i]) / (x[i + 1] - x[i])
             res[n] = values[i] + w * (values[i + 1] - values[i])
     return out
 
