@@ -76,6 +76,8 @@ MONITORING = ("daily", "grid")
 CALENDAR = ql.UnitedStates(ql.UnitedStates.NYSE)
 #: Trading days a year (the daily variance of the N-of-M trigger rule).
 TRADING_DAYS = 252
+#: Midpoints per S cell averaging the N-of-M rule's probability on its first date.
+START_UP_POINTS = 16
 
 
 @dataclass(frozen=True)
@@ -374,10 +376,11 @@ def _call_from(note: ZeroCouponConvertible, market: Market) -> float | None:
 
 
 def _trigger(note: ZeroCouponConvertible, market: Market) -> float | None:
-    """The price tested on each call date. A single-day trigger tested daily is the
-    trigger itself; an N-of-M rule is the single-day rule at a trigger moved by
-    (trigger_shift(N, M) - BGK_SHIFT) daily standard deviations (lattice2d's
-    equivalent continuous barriers of both rules, docs/sections/lattice2d.md)."""
+    """The price tested on each call date after the first. A single-day trigger
+    tested daily is the trigger itself; an N-of-M rule is the single-day rule at a
+    trigger moved by (trigger_shift(N, M) - BGK_SHIFT) daily standard deviations
+    (lattice2d's equivalent continuous barriers of both rules,
+    docs/sections/lattice2d.md). Its first date is :func:`_start_up`'s."""
     trig = note.call_trigger_price
     start = _call_from(note, market)
     if trig is None or start is None or note.call_trigger_days is None:
@@ -389,6 +392,30 @@ def _trigger(note: ZeroCouponConvertible, market: Market) -> float | None:
     vol = float(np.sqrt((var[1] - var[0]) / (t1 - start)))
     shift = trigger_shift(note.call_trigger_days, note.call_trigger_window) - BGK_SHIFT
     return trig * float(np.exp(shift * vol / np.sqrt(TRADING_DAYS)))
+
+
+def _start_up(note: ZeroCouponConvertible, market: Market, x: np.ndarray,
+              t: float) -> np.ndarray:
+    """P(the N-of-M rule holds at t | S in each cell of the ln S nodes ``x``), shape
+    (1, nS): lattice2d.window_probability on the window of trading days
+    (1/TRADING_DAYS apart, as lattice2d) ending at t, those before the valuation
+    date below the trigger, averaged over each cell by START_UP_POINTS midpoints
+    (the probability jumps where today's close crosses the trigger)."""
+    from .lattice2d import window_probability  # the one N-of-M rule estimate
+
+    back = t - np.arange(note.call_trigger_window) / TRADING_DAYS
+    back = np.where(np.abs(back) < _TOL, 0.0, back)
+    var_t = float(market.variance("equity", t))
+    var_back = np.where(back >= 0.0, var_t - market.variance(
+        "equity", np.maximum(back, 0.0)), np.inf)
+    mid = 0.5 * (x[1:] + x[:-1])
+    lo, hi = np.concatenate([[x[0]], mid]), np.concatenate([mid, [x[-1]]])
+    u = (np.arange(START_UP_POINTS) + 0.5) / START_UP_POINTS
+    ln_k = np.log(note.call_trigger_price)
+    p = window_probability(note.call_trigger_days, note.call_trigger_window,
+                           lo[:, None] + (hi - lo)[:, None] * u - ln_k,
+                           float(np.log(market.equity_price)) - ln_k, var_back, var_t)
+    return p.mean(axis=1)[None, :]
 
 
 def _call_days(note: ZeroCouponConvertible, market: Market) -> np.ndarray:
@@ -599,14 +626,22 @@ class _NoteRules(_Rules):
         #: call dates (None: every time step from call_from)
         self.call_days = _call_days(note, market) \
             if monitoring == "daily" and self.call_from is not None else None
+        #: the first call date (the first call day on or after call_from)
+        self.first_call = self.call_days[0] \
+            if self.call_days is not None and self.call_days.size else self.call_from
         due = credit.due_times[credit.due_times <= sch.maturity + _TOL]
-        starts = [] if self.call_from is None else [self.call_from]
+        starts = [] if self.first_call is None else [self.first_call]
         self.event_times = np.concatenate(
             [sch.event_times(), due, starts, [] if self.call_days is None else self.call_days])
         self.restarts = np.concatenate([[sch.maturity], sch.put_times, starts])
         #: fraction of each S cell where a soft call is allowed, shape (1, nS)
         self.callable = np.ones((1, mesh.x.size)) if kinks.trigger is None \
             else _above(mesh.x, np.log(kinks.trigger))[None, :]
+        #: an N-of-M rule's probability per S cell on its first date (None: the
+        #: trigger as on every other date)
+        self.start_up = _start_up(note, market, mesh.x, self.first_call) \
+            if (note.call_trigger_days or 1) > 1 and self.first_call is not None \
+            and self.first_call < sch.maturity else None
 
     def accrued(self, t: float) -> float:
         """Accrued coupon at t, zero on a coupon date (grid times are rounded: a
@@ -657,8 +692,10 @@ class _NoteRules(_Rules):
         if not (call or self.can_convert(t) or self.sch.is_put_time(t)):
             return None
         out = self._exercise(st, t, scale, call)
-        if call and not self.callable.all():   # soft call: no call below the trigger
-            out = self._exercise(st, t, scale, False).blend(out, self.callable)
+        allowed = self.start_up if self.start_up is not None \
+            and abs(t - self.first_call) < _TOL else self.callable
+        if call and not allowed.all():   # soft call: where the trigger allows it
+            out = self._exercise(st, t, scale, False).blend(out, allowed)
         return out
 
     def pay(self, t: float, st: _State, solvent: Any) -> bool:
@@ -941,8 +978,10 @@ def _notes(plan: _Plan, market: Market) -> list[str]:
                                  else "at every time step"))
         if inst.call_trigger_days is not None:
             notes.append(f"soft call on {inst.call_trigger_days} of "
-                         f"{inst.call_trigger_window} days as a single-day trigger at the "
-                         "equivalent level (lattice2d.trigger_shift)")
+                         f"{inst.call_trigger_window} days: on its first date with the "
+                         "probability that the rule holds (lattice2d.window_probability), "
+                         "then as a single-day trigger at the equivalent level "
+                         "(lattice2d.trigger_shift)")
     if isinstance(inst, PreferredStock):
         notes.append(f"perpetual valued to a {plan.options.preferred_horizon:g}-year horizon: "
                      "terminal value = liquidation payout, or conversion")
