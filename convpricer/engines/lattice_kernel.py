@@ -8,10 +8,12 @@ arrears U and the indicator layers p_convert, p_impaired, p_default where
 present (lattice2d._Layout). Layer indices are passed as ints, -1 = absent.
 
 An *ordinary* step is an expectation, the discount, the decisions of
-:func:`convpricer.decisions.decide` (a soft call allowed from one row up) and a
-coupon: everything else (structural default tests, dividends, smoothed
-decision dates, the first N-of-M date, hazard credit, the root) stays in
-lattice2d's Python, which calls :func:`expect` and :func:`settle` from here.
+:func:`convpricer.decisions.decide` (a soft call allowed from one row up), a
+coupon and a preferred's dividend out of surplus: :func:`sweep` runs a whole
+run of them. Everything else (structural default tests, smoothed decision
+dates, the first N-of-M date, hazard credit, the root) stays in lattice2d's
+Python, which calls the same :func:`expect`, :func:`settle`,
+:func:`pay_dividend`, :func:`box_cdf` and :func:`log_table` from here.
 """
 
 from __future__ import annotations
@@ -231,6 +233,7 @@ def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
 
 @njit(**_JIT)
 def _scale(v: np.ndarray, f: float) -> None:
+    """v *= f in place (a contiguous layer)."""
     for i in range(v.size):
         v.flat[i] *= f
 
