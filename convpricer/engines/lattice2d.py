@@ -1166,6 +1166,9 @@ def _model_notes(instrument, structure: CapitalStructure | None, opt: Settings) 
                      "value = liquidation payout plus arrears, or conversion")
         if instrument.cumulative:
             notes.append("arrears carried linearly: value of $1 added to the terminal claim")
+        if instrument.conversion_ratio > 0:
+            notes.append("p_convert and p_impaired of a convertible perpetual converge slowly "
+                         "in steps: read them to about +-0.02 (docs/sections/lattice2d.md)")
     if structure is not None and structure.convertibles:
         notes.append("static structure: notes repaid at solvent due dates are refinanced "
                       "at the same seniority")
