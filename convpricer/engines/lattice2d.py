@@ -239,7 +239,8 @@ class _Lattice:
     def hazard_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per step, the bounds of an extra (hazard) move of Z1 that keep every
         probability of the stencil non-negative."""
-        p0, p1 = _stencil(self.a, self.b, self.e, self.g, self.m, self.gp)
+        p0 = _stencil(self.a, self.b, self.e, self.g, self.m)
+        p1 = _stencil_drift(self.a, self.b, self.gp)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = -p0 / p1
         lo = np.where(p1 > 0, r, -np.inf).reshape(self.steps, -1).max(axis=1)
@@ -321,17 +322,21 @@ _MOVES = np.array([-1.0, 0.0, 1.0])
 _D2 = np.array([1.0, -2.0, 1.0])
 
 
-def _stencil(a, b, e, g, m, gp) -> tuple[np.ndarray, np.ndarray]:
-    """The 9 probabilities p[k, i+1, j+1] of moves (i, j) per step, and their
-    derivative with respect to an extra move mh of Z1 (with -gp * mh of Z2)."""
+def _stencil(a, b, e, g, m) -> np.ndarray:
+    """The 9 probabilities p[k, i+1, j+1] of moves (i, j) per step."""
     w1 = np.stack([a / 2 - m / 2, 1 - a, a / 2 + m / 2], axis=1)
     w2 = np.stack([b / 2, 1 - b, b / 2], axis=1)
-    p0 = (w1[:, :, None] * w2[:, None, :] + g[:, None, None] * np.outer(_D2, _D2)
-          + e[:, None, None] / 4 * np.outer(_MOVES, _MOVES))
+    return (w1[:, :, None] * w2[:, None, :] + g[:, None, None] * np.outer(_D2, _D2)
+            + e[:, None, None] / 4 * np.outer(_MOVES, _MOVES))
+
+
+def _stencil_drift(a, b, gp) -> np.ndarray:
+    """The derivative of :func:`_stencil` with respect to an extra move mh of Z1
+    (with -gp * mh of Z2)."""
+    w2 = np.stack([b / 2, 1 - b, b / 2], axis=1)
     v1 = np.stack([a / 2, 1 - a, a / 2], axis=1)
-    p1 = 0.5 * (_MOVES[None, :, None] * w2[:, None, :]
-                - gp * v1[:, :, None] * _MOVES[None, None, :])
-    return p0, p1
+    return 0.5 * (_MOVES[None, :, None] * w2[:, None, :]
+                  - gp * v1[:, :, None] * _MOVES[None, None, :])
 
 
 def _lattice(market: Market, times: np.ndarray, two_factor: bool, width: float,
@@ -382,8 +387,7 @@ def _lattice(market: Market, times: np.ndarray, two_factor: bool, width: float,
                      f"shortfall {short:.2e} per step)")
         e = np.clip(e, -lim, lim)
     g = np.maximum(np.abs(e) + np.abs(m) * b - a * b, 0.0) / 4
-    gp = gamma * dx1 / dx2 if dx2 > 0 else 0.0
-    p0 = _stencil(a, b, e, g, m, gp)[0]
+    p0 = _stencil(a, b, e, g, m)
     if p0.min() < -1e-12:
         raise EngineError("engine lattice2d: negative transition probabilities "
                           f"({p0.min():.2e}); increase steps")
@@ -1124,15 +1128,18 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
         claim.lay.probs = with_probs
         return lat, _solve(claim, lat)
 
-    # probabilities need no extrapolated accuracy: without extrapolation from the one
-    # lattice, else from a third one of steps / 3 (their 3 layers on the coarse lattice
-    # would cost as much as the value layer on the fine one)
-    runs = [solve(times, probs and not opt.extrapolate) for times in grids]
+    # probabilities need no extrapolated accuracy: in one factor (or without
+    # extrapolation) they ride on the last lattice, where three more layers of a few
+    # hundred nodes cost less than another lattice; in two factors a third lattice of
+    # steps / 3 (their layers on the coarse lattice would cost as much as the fine one)
+    third = probs and opt.extrapolate and structure is not None
+    runs = [solve(times, probs and not third and i == len(grids) - 1)
+            for i, times in enumerate(grids)]
     values = [r[1].value for r in runs]
     first = runs[0][0]
     sol = runs[-1][1]
     clipped = max(r[1].clipped_drift for r in runs)
-    if probs and opt.extrapolate:
+    if third:
         sol = solve(grid(max(steps // 3, MIN_STEPS)), True)[1]
     value = 2 * values[0] - values[1] if opt.extrapolate else values[0]
     notes = list(first.notes)
