@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 #: Columns of ``value()`` and of the JSON ``instruments`` rows, in order.
@@ -51,7 +51,8 @@ class PricingResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for k, v in asdict(self).items():
+        for f in fields(self):
+            k, v = f.name, getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 raise ArithmeticError(f"{self.engine} produced a non-finite {k} ({v}) "
                                       f"for {self.name}: refusing to report it")

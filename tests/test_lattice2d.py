@@ -442,3 +442,10 @@ def test_bad_options_are_refused(options) -> None:
 def test_instrument_outside_the_structure_is_refused() -> None:
     with pytest.raises(InputError):
         lat.price(NOTE, MARKET, alone(replace(NOTE, name="other")), greeks=False)
+
+
+@pytest.mark.parametrize("field", ["value", "delta_btc", "p_convert"])
+def test_a_non_finite_result_is_refused(field) -> None:
+    ok = lat.price(NOTE, MARKET, greeks=False)
+    with pytest.raises(ArithmeticError, match=field):
+        ok.with_(**{field: math.nan})

@@ -18,9 +18,10 @@ and cost, and the approximations:
 * The grid is truncated at ``width`` standard deviations of the horizon with
   ghost nodes by linear extrapolation: every step costs O(grid).
 * Events on steps (schedule.time_grid); Tsiveriotis-Fernandes split, decisions
-  by decisions.exercise, credit by credit.Credit; discontinuities smoothed by
-  cell averages (payoff at maturity, default and dividend tests) and the
-  soft-call barrier by interpolation between node rows; Richardson
+  by decisions.decide (compiled, lattice_kernel), credit by credit.Credit;
+  discontinuities smoothed by cell averages (payoff at maturity, default and
+  dividend tests) and the soft-call barrier by interpolation between node rows;
+  Richardson
   extrapolation between ``steps`` and 2 x ``steps`` (``extrapolate``).
 * Soft calls: an equivalent continuously monitored barrier, trigger x
   exp(c sigma sqrt(1 day)), with c = :func:`trigger_shift` (N of M days); on the
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import analytic, decisions
+from .. import analytic
 from ..credit import Credit
 from ..errors import EngineError, InputError
 from ..greeks import bump_greeks
@@ -479,17 +480,6 @@ class _Layout:
     def value(self, v: np.ndarray) -> np.ndarray:
         return v[0] + v[1] if self.split else v[0]
 
-    def parts(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(E, D) views for decisions.exercise."""
-        return (v[0], v[1]) if self.split else (np.zeros(v.shape[1:]), v[0])
-
-
-def _settle(v: np.ndarray, lay: _Layout, eq: np.ndarray, de: np.ndarray,
-            dec: np.ndarray) -> None:
-    """Write decisions' (E, D) into the (C-contiguous) stack v and update the
-    indicator rows, in place (lattice_kernel.settle)."""
-    lattice_kernel.settle(v.reshape(v.shape[0], -1), eq.reshape(-1), de.reshape(-1),
-                          dec.reshape(-1), *lay.flags)
 
 
 #: Sub-points per cell when a decision date is smoothed (midpoint rule in Z1).
@@ -498,39 +488,30 @@ _SUB = (np.arange(SMOOTHING_POINTS) + 0.5) / SMOOTHING_POINTS - 0.5
 
 
 def _exercise(v: np.ndarray, lay: _Layout, conv: np.ndarray, can_convert: bool,
-              put: float | None, call: float | None, call_rows: np.ndarray | bool,
+              put: float | None, call: float | None, call_row: int,
               smooth: float | None = None, call_weight: np.ndarray | None = None) -> None:
-    """decisions.exercise on every node, in place; ``call_rows`` says where a call is
-    allowed. With ``smooth`` (the row spacing dx1) the result is the average over
-    each node's cell of the decisions taken on values interpolated linearly within
-    the cell (conversion value exactly): a decision date's kink (put, first call
-    date) no longer depends on where it falls between rows. With ``call_weight``
-    (n1, 1) the result is the mixture (called where allowed, not called) with that
-    probability of the call being allowed."""
+    """decisions.decide on every node of the stack v, in place (lattice_kernel);
+    ``conv`` is the conversion value per row, a call is allowed from row
+    ``call_row`` up. With ``smooth`` (the row spacing dx1) the result is the
+    average over each node's cell of the decisions taken on values interpolated
+    linearly within the cell (conversion value exactly): a decision date's kink
+    (put, first call date) no longer depends on where it falls between rows. With
+    ``call_weight`` (n1, 1) the result is the mixture (called where allowed, not
+    called) with that probability of the call being allowed."""
     if call_weight is not None:
         held = v.copy()
-        _exercise(held, lay, conv, can_convert, put, None, True, smooth)
-        _exercise(v, lay, conv, can_convert, put, call, call_rows, smooth)
+        _exercise(held, lay, conv, can_convert, put, None, 0, smooth)
+        _exercise(v, lay, conv, can_convert, put, call, call_row, smooth)
         v[...] = call_weight * v + (1.0 - call_weight) * held
         return
+    split, u, pc = lay.flags
+    rights = (bool(can_convert), np.nan if put is None else float(put),
+              np.nan if call is None else float(call), int(call_row), split, lay.d, u, pc)
     if smooth is None:
-        eq, de, dec = decisions.exercise(*lay.parts(v), conv, can_convert=can_convert,
-                                         put_value=put, call_value=call, call_mask=call_rows)
-        _settle(v, lay, eq, de, dec)
+        lattice_kernel.decide_all(v, conv, *rights)
         return
-    slope = np.empty_like(v)
-    slope[:, 1:-1] = 0.5 * (v[:, 2:] - v[:, :-2])
-    slope[:, 0] = v[:, 1] - v[:, 0]
-    slope[:, -1] = v[:, -1] - v[:, -2]
-    sub = v[None] + _SUB[:, None, None, None] * slope[None]
     growth = np.exp(_SUB * smooth)
-    csub = conv[None] * (growth / growth.mean())[:, None, None]
-    eq, de, dec = decisions.exercise(*lay.parts(sub.swapaxes(0, 1)), csub,
-                                     can_convert=can_convert, put_value=put, call_value=call,
-                                     call_mask=call_rows)
-    for q in range(SMOOTHING_POINTS):
-        _settle(sub[q], lay, eq[q], de[q], dec[q])
-    v[...] = sub.mean(axis=0)
+    lattice_kernel.smooth_decide(v, conv, _SUB, growth / growth.mean(), *rights)
 
 
 def _cell_max(z: np.ndarray, s: np.ndarray, dx: float, ratio: float,
@@ -790,25 +771,20 @@ class _Claim:
             v[:, i, j] = fc * mean_dead + (1 - fc) * mean_live
         return f
 
-    def apply(self, lat: _Lattice, k: int, v: np.ndarray, st: _Step, conv: np.ndarray,
-              rows: dict) -> None:
+    def apply(self, lat: _Lattice, k: int, v: np.ndarray, st: _Step, conv: np.ndarray) -> None:
         """Decisions, default test and cash flows of time k, in place. ``conv`` is the
-        conversion value on the grid; ``rows`` caches soft-call masks by barrier."""
+        conversion value per row."""
         if st.decides:
-            mask: np.ndarray | bool = True
-            call = st.call
+            call, row = st.call, 0
             if call is not None and st.barrier is not None:
-                mask = rows.get(st.barrier)
-                if mask is None:
-                    above = lat.z1 >= st.barrier - lat.dx1 / 2
-                    mask = rows[st.barrier] = np.ascontiguousarray(
-                        np.broadcast_to(above[:, None], conv.shape)) if above.any() else None
-                if mask is None:
-                    call, mask = None, True
+                # a soft call from the first row on or above the barrier's row
+                row = int(np.searchsorted(lat.z1, st.barrier - lat.dx1 / 2))
+                if row >= lat.z1.size:
+                    call = None
             weight = self.start_up(lat) if st.start_up and call is not None else None
             if weight is not None:
-                call, mask = st.call, True
-            _exercise(v, self.lay, conv, st.convert, st.put, call, mask,
+                row = 0
+            _exercise(v, self.lay, conv, st.convert, st.put, call, row,
                       smooth=lat.dx1 if st.smooth else None, call_weight=weight)
         solvent = 1.0 - self.default(lat, k, v, st.escape) if st.due else 1.0
         self.cash_flows(lat, k, v, st, solvent)
@@ -1028,13 +1004,11 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     root = lat.root_view()
     plan = claim.plan(lat, np.arange(lat.steps))
     ordinary = _Ordinary.of(plan, lat, claim.spread, hazard, claim.ln_unpaid)
-    conv_rows = np.ascontiguousarray(claim.ratio * lat.s[:, 0])
-    conv = np.ascontiguousarray(np.broadcast_to(claim.ratio * lat.s, lat.shape))
-    rows: dict = {}
+    conv = np.ascontiguousarray(claim.ratio * lat.s[:, 0])
     tmp = np.empty_like(v)
     k = lat.steps
     while k > 0:
-        k = ordinary.sweep(v, tmp, k, lat, conv_rows, lay) - 1
+        k = ordinary.sweep(v, tmp, k, lat, conv, lay) - 1
         dt = lat.dt[k]
         mh = None
         if k == 0:
@@ -1042,7 +1016,7 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
             v = lat.expect_root(v)
             lat = root
             s = lat.s
-            conv, rows = claim.ratio * s, {}
+            conv = np.ascontiguousarray(claim.ratio * s[:, 0])
             if hazard:
                 h = credit.hazard(s)
         else:
@@ -1077,7 +1051,7 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
                 v[1] *= df * math.exp(-claim.spread * dt)
             if lay.u is not None:
                 v[lay.u] *= df
-        claim.apply(lat, k, v, plan.step(k), conv, rows)
+        claim.apply(lat, k, v, plan.step(k), conv)
     top = v[:, 1, 0]
     probs = [None] * 3
     if lay.pc is not None:

@@ -12,8 +12,9 @@ An *ordinary* step is an expectation, the discount, the decisions of
 coupon and a preferred's dividend out of surplus: :func:`sweep` runs a whole
 run of them. Everything else (structural default tests, smoothed decision
 dates, the first N-of-M date, hazard credit, the root) stays in lattice2d's
-Python, which calls the same :func:`expect`, :func:`settle`,
-:func:`pay_dividend`, :func:`box_cdf` and :func:`log_table` from here.
+Python, which calls the same :func:`expect`, :func:`decide_all`,
+:func:`smooth_decide`, :func:`pay_dividend`, :func:`box_cdf` and
+:func:`log_table` from here.
 """
 
 from __future__ import annotations
@@ -158,36 +159,29 @@ def _ramp2(y: float) -> float:
     return 0.5 * y * y if y > 0.0 else 0.0
 
 
+@njit(inline="always", **_JIT)
+def _settle_node(col: np.ndarray, code: int, u: int, pc: int) -> None:
+    """Update U and the indicator layers of one node's layers ``col`` (K,) after its
+    decision ``code``: $1 of arrears is worth 0 to a converted holder and 1 to one
+    paid in cash; p_convert 1 or 0 where the claim ended, p_impaired and p_default 0
+    there."""
+    if code == HOLD:
+        return
+    converted = code == CONVERTED or code == CALLED_CONVERTED
+    if u >= 0:
+        col[u] = 0.0 if converted else 1.0
+    if pc >= 0:
+        col[pc] = 1.0 if converted else 0.0
+        col[pc + 1] = 0.0
+        col[pc + 2] = 0.0
+
+
 @njit(**_JIT)
 def _settle_layers(v: np.ndarray, code: np.ndarray, u: int, pc: int) -> None:
-    """Update U and the indicator layers of the flat stack v (K, nodes) after the
-    decisions ``code`` per node: $1 of arrears is worth 0 to a converted holder and 1
-    to one paid in cash; p_convert 1 or 0 where the claim ended, p_impaired and
-    p_default 0 there."""
+    """:func:`_settle_node` on every node of the flat stack v (K, nodes)."""
     for n in range(code.size):
-        c = code[n]
-        if c == HOLD:
-            continue
-        converted = c == CONVERTED or c == CALLED_CONVERTED
-        if u >= 0:
-            v[u, n] = 0.0 if converted else 1.0
-        if pc >= 0:
-            v[pc, n] = 1.0 if converted else 0.0
-            v[pc + 1, n] = 0.0
-            v[pc + 2, n] = 0.0
-
-
-@njit(**_JIT)
-def settle(v: np.ndarray, eq: np.ndarray, de: np.ndarray, code: np.ndarray, split: bool,
-           u: int, pc: int) -> None:
-    """Write decisions.exercise's (E, D, code), flat per node, into the flat stack v:
-    E and D in layers 0 and 1 where split, else their sum in layer 0."""
-    if split:
-        v[0, :] = eq
-        v[1, :] = de
-    else:
-        v[0, :] = eq + de
-    _settle_layers(v, code, u, pc)
+        if code[n] != HOLD:
+            _settle_node(v[:, n], code[n], u, pc)
 
 
 @njit(inline="always", **_JIT)
@@ -195,7 +189,7 @@ def _decide_rows(e_row: np.ndarray, d_row: np.ndarray, code: np.ndarray, conv: n
                  can_convert: bool, put: float, call: float, call_row: int, split: bool,
                  n2: int) -> None:
     """decide on every node (rows of n2 nodes), value parts in e_row / d_row. Inlined
-    at each call site of _decide_all, so that an absent put or call (a literal NaN)
+    at each call site of decide_all, so that an absent put or call (a literal NaN)
     and a literal can_convert are folded out of the loop by the compiler."""
     n = 0
     for i in range(conv.size):
@@ -211,7 +205,7 @@ def _decide_rows(e_row: np.ndarray, d_row: np.ndarray, code: np.ndarray, conv: n
 
 
 @njit(**_JIT)
-def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
+def decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
                 call: float, call_row: int, split: bool, d: int, u: int, pc: int) -> None:
     """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row."""
     kk, n1, n2 = v.shape
@@ -229,6 +223,43 @@ def _decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
         _decide_rows(e, de, code, conv, can_convert, put, call, call_row, split, n2)
     if u >= 0 or pc >= 0:
         _settle_layers(flat, code, u, pc)
+
+
+@njit(**_JIT)
+def smooth_decide(v: np.ndarray, conv: np.ndarray, offsets: np.ndarray, growth: np.ndarray,
+                  can_convert: bool, put: float, call: float, call_row: int, split: bool,
+                  d: int, u: int, pc: int) -> None:
+    """decide averaged over each node's cell, in place on the stack (K, n1, n2): at
+    sub-points z1 + offsets[q] * dx1 of the row the layers are interpolated
+    linearly (central slope between rows, one-sided at the edges) and the
+    conversion value is conv[i] * growth[q] (exact in S); the node takes the mean
+    of the sub-points' values after decisions. A decision date's kink then no
+    longer depends on where it falls between rows."""
+    kk, n1, n2 = v.shape
+    out = np.zeros_like(v)
+    sub = np.empty(kk)
+    nq = offsets.size
+    for i in range(n1):
+        lo, hi = max(i - 1, 0), min(i + 1, n1 - 1)
+        scale = 1.0 / (hi - lo)
+        allowed = i >= call_row
+        for j in range(n2):
+            for q in range(nq):
+                for m in range(kk):
+                    sub[m] = v[m, i, j] + offsets[q] * (v[m, hi, j] - v[m, lo, j]) * scale
+                eq, de, code = decide(sub[0] if split else 0.0, sub[d], conv[i] * growth[q],
+                                      can_convert, put, call, allowed)
+                if split:
+                    sub[0], sub[1] = eq, de
+                else:
+                    sub[0] = eq + de
+                _settle_node(sub, code, u, pc)
+                for m in range(kk):
+                    out[m, i, j] += sub[m]
+    for m in range(kk):
+        for i in range(n1):
+            for j in range(n2):
+                v[m, i, j] = out[m, i, j] / nq
 
 
 @njit(**_JIT)
@@ -262,7 +293,7 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
         if u >= 0:
             _scale(src[u], df[k])
         if decides[k]:
-            _decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc)
+            decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc)
         if coupon[k] != 0.0:
             src[d] += coupon[k]
         if dividend[k] != 0.0:
