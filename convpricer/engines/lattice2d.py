@@ -388,12 +388,16 @@ def _lattice(market: Market, times: np.ndarray, two_factor: bool, width: float,
                      f"shortfall {short:.2e} per step)")
         e = np.clip(e, -lim, lim)
     g = np.maximum(np.abs(e) + np.abs(m) * b - a * b, 0.0) / 4
-    p0 = _stencil(a, b, e, g, m)
+    if dx2 > 0:
+        p0 = _stencil(a, b, e, g, m)
+        mgf_b = np.einsum("kij,ij->k", p0,
+                          np.exp(gamma * dx1 * _MOVES[:, None] + dx2 * _MOVES[None, :]))
+    else:       # one column: the stencil is the trinomial in Z1 alone (b = e = g = 0)
+        p0 = np.stack([a / 2 - m / 2, 1 - a, a / 2 + m / 2], axis=1)
+        mgf_b = p0 @ np.exp(gamma * dx1 * _MOVES)
     if p0.min() < -1e-12:
         raise EngineError("engine lattice2d: negative transition probabilities "
                           f"({p0.min():.2e}); increase steps")
-    ix = _MOVES
-    mgf_b = np.einsum("kij,ij->k", p0, np.exp(gamma * dx1 * ix[:, None] + dx2 * ix[None, :]))
     ln_b = math.log(market.btc_price) + np.concatenate([[0.0], np.cumsum(
         (rate - market.btc_lending_yield) * dt - np.log(mgf_b))])
     # rows: the mean path of z1 +- width standard deviations, one row on the anchor
@@ -508,7 +512,7 @@ def _exercise(v: np.ndarray, lay: _Layout, conv: np.ndarray, can_convert: bool,
     rights = (bool(can_convert), np.nan if put is None else float(put),
               np.nan if call is None else float(call), int(call_row), split, lay.d, u, pc)
     if smooth is None:
-        lattice_kernel.decide_all(v, conv, *rights)
+        lattice_kernel.decide_all(v, conv, *rights, np.empty(v[0].size, dtype=np.int8))
         return
     growth = np.exp(_SUB * smooth)
     lattice_kernel.smooth_decide(v, conv, _SUB, growth / growth.mean(), *rights)

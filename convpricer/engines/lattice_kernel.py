@@ -206,11 +206,13 @@ def _decide_rows(e_row: np.ndarray, d_row: np.ndarray, code: np.ndarray, conv: n
 
 @njit(**_JIT)
 def decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
-                call: float, call_row: int, split: bool, d: int, u: int, pc: int) -> None:
-    """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row."""
+               call: float, call_row: int, split: bool, d: int, u: int, pc: int,
+               code: np.ndarray) -> None:
+    """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row.
+    ``code``: a work array of n1 * n2 int8 (the decisions)."""
     kk, n1, n2 = v.shape
     flat = v.reshape(kk, n1 * n2)
-    e, de, code = flat[0], flat[d], np.empty(n1 * n2, dtype=np.int8)
+    e, de = flat[0], flat[d]
     nan = np.nan
     if np.isnan(put) and np.isnan(call):            # conversion only (most dates)
         if can_convert:
@@ -283,6 +285,7 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
     preferred's dividend[k] by :func:`pay_dividend` with its surplus boundary at
     unpaid[k] (ln B - ln_b(t_k))."""
     none = np.empty(0)
+    code = np.empty(v.shape[1] * v.shape[2], dtype=np.int8)
     src, dst = v, tmp
     for k in range(k_hi - 1, k_lo - 1, -1):
         expect(src, dst, a[k], b[k], e[k], g[k], m[k], 0.0, none)
@@ -293,7 +296,8 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
         if u >= 0:
             _scale(src[u], df[k])
         if decides[k]:
-            decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc)
+            decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc,
+                       code)
         if coupon[k] != 0.0:
             src[d] += coupon[k]
         if dividend[k] != 0.0:
