@@ -191,17 +191,17 @@ def _decide_rows(e_row: np.ndarray, d_row: np.ndarray, code: np.ndarray, conv: n
     """decide on every node (rows of n2 nodes), value parts in e_row / d_row. Inlined
     at each call site of decide_all, so that an absent put or call (a literal NaN)
     and a literal can_convert are folded out of the loop by the compiler."""
-    n = 0
-    for i in range(conv.size):
-        allowed, c = i >= call_row, conv[i]
-        for _ in range(n2):
-            eq, de, code[n] = decide(e_row[n] if split else 0.0, d_row[n], c, can_convert,
-                                     put, call, allowed)
-            if split:
-                e_row[n], d_row[n] = eq, de
-            else:
-                d_row[n] = eq + de
-            n += 1
+    i = j = 0                       # one flat loop: node n is (row i, column j)
+    for n in range(d_row.size):
+        eq, de, code[n] = decide(e_row[n] if split else 0.0, d_row[n], conv[i], can_convert,
+                                 put, call, i >= call_row)
+        if split:
+            e_row[n], d_row[n] = eq, de
+        else:
+            d_row[n] = eq + de
+        j += 1
+        if j == n2:
+            i, j = i + 1, 0
 
 
 @njit(**_JIT)
