@@ -452,11 +452,13 @@ def _boundary(test, lo: float = -60.0, hi: float = 60.0) -> float:
 class _Layout:
     """Rows of the stacked value array: the value (its share part E and cash part D
     on two rows only when a credit spread discounts them differently), then [U]
-    (value of $1 of arrears), then [p_convert, p_impaired, p_default]."""
+    (value of $1 of arrears), then [p_convert, [p_impaired, p_default]] (the last
+    two only where the claim can default: with a capital structure)."""
 
     split: bool
     arrears: bool
     probs: bool
+    defaults: bool = True
 
     @property
     def d(self) -> int:
@@ -472,14 +474,19 @@ class _Layout:
         return 1 + self.split + self.arrears if self.probs else None
 
     @property
-    def size(self) -> int:
-        return 1 + self.split + self.arrears + 3 * self.probs
+    def pi(self) -> int | None:
+        """Row of p_impaired (p_default the next)."""
+        return self.pc + 1 if self.probs and self.defaults else None
 
     @property
-    def flags(self) -> tuple[bool, int, int]:
-        """(split, U row, p_convert row) for lattice_kernel, -1 where absent."""
-        return (self.split, -1 if self.u is None else self.u,
-                -1 if self.pc is None else self.pc)
+    def size(self) -> int:
+        return 1 + self.split + self.arrears + self.probs * (1 + 2 * self.defaults)
+
+    @property
+    def flags(self) -> tuple[bool, int, int, int]:
+        """(split, U row, p_convert row, p_impaired row) for lattice_kernel, -1 where
+        absent."""
+        return (self.split, *(-1 if r is None else r for r in (self.u, self.pc, self.pi)))
 
     def value(self, v: np.ndarray) -> np.ndarray:
         return v[0] + v[1] if self.split else v[0]
@@ -508,9 +515,9 @@ def _exercise(v: np.ndarray, lay: _Layout, conv: np.ndarray, can_convert: bool,
         _exercise(v, lay, conv, can_convert, put, call, call_row, smooth)
         v[...] = call_weight * v + (1.0 - call_weight) * held
         return
-    split, u, pc = lay.flags
+    split, u, pc, pi = lay.flags
     rights = (bool(can_convert), np.nan if put is None else float(put),
-              np.nan if call is None else float(call), int(call_row), split, lay.d, u, pc)
+              np.nan if call is None else float(call), int(call_row), split, lay.d, u, pc, pi)
     if smooth is None:
         lattice_kernel.decide_all(v, conv, *rights, np.empty(v[0].size, dtype=np.int8))
         return
@@ -628,11 +635,11 @@ class _Ordinary:
         j = int(self.start[k])
         if j < k:
             p = self.plan
-            split, u, pc = lay.flags
+            split, u, pc, pi = lay.flags
             lattice_kernel.sweep(v, tmp, k, j, lat.a, lat.b, lat.e, lat.g, lat.m, lat.df,
                                  self.spread_df, self.decides, p.convert, p.put, p.call,
                                  self.call_row, p.coupon, p.dividend, self.unpaid,
-                                 lat.u_grid, *lat.cell, conv, split, lay.d, u, pc)
+                                 lat.u_grid, *lat.cell, conv, split, lay.d, u, pc, pi)
         return j
 
 
@@ -654,7 +661,8 @@ class _Claim:
     def __init__(self, credit: Credit, market: Market, probs: bool, arrears: bool):
         self.credit = credit
         self.market = market
-        self.lay = _Layout(split=self.spread > 0, arrears=arrears, probs=probs)
+        self.lay = _Layout(split=self.spread > 0, arrears=arrears, probs=probs,
+                           defaults=credit.structure is not None)
         self.ln_insolvent = _boundary(credit.insolvent) if credit.structural else -math.inf
         self.ln_unpaid = -math.inf
         self._table: tuple[float, float, np.ndarray, np.ndarray] | None = None
@@ -718,8 +726,9 @@ class _Claim:
             dead[self.lay.u] = (1 - pc) * np.minimum(liq / claim, 1.0)
         if self.lay.pc is not None:
             dead[self.lay.pc] = pc
-            dead[self.lay.pc + 1] = (1 - pc) * (liq < claim * (1 - 1e-12))
-            dead[self.lay.pc + 2] = 1 - pc
+        if self.lay.pi is not None:
+            dead[self.lay.pi] = (1 - pc) * (liq < claim * (1 - 1e-12))
+            dead[self.lay.pi + 1] = 1 - pc
         return dead
 
     def default(self, lat: _Lattice, k: int, v: np.ndarray, escape: bool) -> np.ndarray:
@@ -976,8 +985,9 @@ class _Preferred(_Claim):
             v[self.lay.u] = (1 - pc) * paid
         if self.lay.pc is not None:
             v[self.lay.pc] = pc
+        if self.lay.pi is not None:
             # impaired: the share of the cell below the level (a step in B, smoothed)
-            v[self.lay.pc + 1] = (1 - pc) * lat.below(k, self.ln_impaired)
+            v[self.lay.pi] = (1 - pc) * lat.below(k, self.ln_impaired)
         st = self.plan(lat, np.array([k])).step(0)
         solvent = 1.0 - self.default(lat, k, v, st.escape) if st.due else 1.0
         self.cash_flows(lat, k, v, st, solvent)     # a dividend on the horizon date
@@ -1047,8 +1057,9 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
                 v[lay.u] *= df * surv
             if lay.pc is not None:
                 v[lay.pc] *= surv
-                v[lay.pc + 1] = surv * v[lay.pc + 1] + (1 - surv)
-                v[lay.pc + 2] = surv * v[lay.pc + 2] + (1 - surv)
+            if lay.pi is not None:
+                v[lay.pi] = surv * v[lay.pi] + (1 - surv)
+                v[lay.pi + 1] = surv * v[lay.pi + 1] + (1 - surv)
         else:
             v[0] *= df
             if lay.split:
@@ -1059,7 +1070,8 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     top = v[:, 1, 0]
     probs = [None] * 3
     if lay.pc is not None:
-        probs = [float(np.clip(top[lay.pc + i], 0.0, 1.0)) for i in range(3)]
+        rows = (lay.pc, lay.pi, lay.pi + 1) if lay.pi is not None else (lay.pc,)
+        probs = [float(np.clip(top[r], 0.0, 1.0)) for r in rows] + [0.0] * (3 - len(rows))
     return _Solution(float(lay.value(top)), *probs, clipped_drift=clipped)
 
 

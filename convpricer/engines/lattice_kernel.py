@@ -5,7 +5,8 @@ run of ordinary steps.
 A value stack has shape (K, n1, n2): layer 0 the value (or its share part E
 when a credit spread splits it), then the cash part D, the value of $1 of
 arrears U and the indicator layers p_convert, p_impaired, p_default where
-present (lattice2d._Layout). Layer indices are passed as ints, -1 = absent.
+present (lattice2d._Layout; p_impaired and p_default only where the claim can
+default). Layer indices are passed as ints, -1 = absent.
 
 An *ordinary* step is an expectation, the discount, the decisions of
 :func:`convpricer.decisions.decide` (a soft call allowed from one row up), a
@@ -160,11 +161,11 @@ def _ramp2(y: float) -> float:
 
 
 @njit(inline="always", **_JIT)
-def _settle_node(col: np.ndarray, code: int, u: int, pc: int) -> None:
+def _settle_node(col: np.ndarray, code: int, u: int, pc: int, pi: int) -> None:
     """Update U and the indicator layers of one node's layers ``col`` (K,) after its
     decision ``code``: $1 of arrears is worth 0 to a converted holder and 1 to one
-    paid in cash; p_convert 1 or 0 where the claim ended, p_impaired and p_default 0
-    there."""
+    paid in cash; p_convert (row pc) 1 or 0 where the claim ended, p_impaired and
+    p_default (rows pi, pi + 1; pi = -1 where the claim cannot default) 0 there."""
     if code == HOLD:
         return
     converted = code == CONVERTED or code == CALLED_CONVERTED
@@ -172,16 +173,17 @@ def _settle_node(col: np.ndarray, code: int, u: int, pc: int) -> None:
         col[u] = 0.0 if converted else 1.0
     if pc >= 0:
         col[pc] = 1.0 if converted else 0.0
-        col[pc + 1] = 0.0
-        col[pc + 2] = 0.0
+    if pi >= 0:
+        col[pi] = 0.0
+        col[pi + 1] = 0.0
 
 
 @njit(**_JIT)
-def _settle_layers(v: np.ndarray, code: np.ndarray, u: int, pc: int) -> None:
+def _settle_layers(v: np.ndarray, code: np.ndarray, u: int, pc: int, pi: int) -> None:
     """:func:`_settle_node` on every node of the flat stack v (K, nodes)."""
     for n in range(code.size):
         if code[n] != HOLD:
-            _settle_node(v[:, n], code[n], u, pc)
+            _settle_node(v[:, n], code[n], u, pc, pi)
 
 
 @njit(inline="always", **_JIT)
@@ -206,7 +208,7 @@ def _decide_rows(e_row: np.ndarray, d_row: np.ndarray, code: np.ndarray, conv: n
 
 @njit(**_JIT)
 def decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
-               call: float, call_row: int, split: bool, d: int, u: int, pc: int,
+               call: float, call_row: int, split: bool, d: int, u: int, pc: int, pi: int,
                code: np.ndarray) -> None:
     """decide on every node of the stack (K, n1, n2); a call allowed on rows >= call_row.
     ``code``: a work array of n1 * n2 int8 (the decisions)."""
@@ -224,13 +226,13 @@ def decide_all(v: np.ndarray, conv: np.ndarray, can_convert: bool, put: float,
     else:
         _decide_rows(e, de, code, conv, can_convert, put, call, call_row, split, n2)
     if u >= 0 or pc >= 0:
-        _settle_layers(flat, code, u, pc)
+        _settle_layers(flat, code, u, pc, pi)
 
 
 @njit(**_JIT)
 def smooth_decide(v: np.ndarray, conv: np.ndarray, offsets: np.ndarray, growth: np.ndarray,
                   can_convert: bool, put: float, call: float, call_row: int, split: bool,
-                  d: int, u: int, pc: int) -> None:
+                  d: int, u: int, pc: int, pi: int) -> None:
     """decide averaged over each node's cell, in place on the stack (K, n1, n2): at
     sub-points z1 + offsets[q] * dx1 of the row the layers are interpolated
     linearly (central slope between rows, one-sided at the edges) and the
@@ -255,7 +257,7 @@ def smooth_decide(v: np.ndarray, conv: np.ndarray, offsets: np.ndarray, growth: 
                     sub[0], sub[1] = eq, de
                 else:
                     sub[0] = eq + de
-                _settle_node(sub, code, u, pc)
+                _settle_node(sub, code, u, pc, pi)
                 for m in range(kk):
                     out[m, i, j] += sub[m]
     for m in range(kk):
@@ -277,7 +279,7 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
           spread_df: np.ndarray, decides: np.ndarray, convert: np.ndarray, put: np.ndarray,
           call: np.ndarray, call_row: np.ndarray, coupon: np.ndarray, dividend: np.ndarray,
           unpaid: np.ndarray, u_grid: np.ndarray, h1: float, h2: float, conv: np.ndarray,
-          split: bool, d: int, u: int, pc: int) -> None:
+          split: bool, d: int, u: int, pc: int, pi: int) -> None:
     """Ordinary steps k = k_hi - 1 down to k_lo, in place on v (tmp: a buffer of v's
     shape): expectation, discount (value at df[k], the cash part of a split value
     also at spread_df[k], U at df[k]), decisions where ``decides[k]`` (put/call NaN:
@@ -297,7 +299,7 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
             _scale(src[u], df[k])
         if decides[k]:
             decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc,
-                       code)
+                       pi, code)
         if coupon[k] != 0.0:
             src[d] += coupon[k]
         if dividend[k] != 0.0:
