@@ -314,7 +314,7 @@ class _Lattice:
         out = np.empty_like(v)
         hazard = _NO_DRIFT if mh is None else np.ascontiguousarray(mh, dtype=float).reshape(-1)
         lattice_kernel.expect(v, out, self.a[k], self.b[k], self.e[k], self.g[k], self.m[k],
-                              self.gp, hazard)
+                              self.gp, hazard, np.ones(v.shape[0]))
         return out
 
 

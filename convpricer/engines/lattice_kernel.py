@@ -51,9 +51,10 @@ def _z1(wu: float, w0: float, wd: float, a: float, m: float, h: float) -> float:
 
 @njit(**_JIT)
 def expect(x: np.ndarray, out: np.ndarray, a: float, b: float, e: float, g: float,
-           m: float, gp: float, mh: np.ndarray) -> None:
-    """out = E[x(t_k+1) | node at t_k] on every node of a C-contiguous stack
-    (K, n1, n2), ghosts refilled in x and out. Per step: P(Z1 moves) a, mean move
+           m: float, gp: float, mh: np.ndarray, scale: np.ndarray) -> None:
+    """out = scale[q] E[x(t_k+1) | node at t_k] on every node of each layer q of a
+    C-contiguous stack (K, n1, n2) (scale: the layers' discount factors over the
+    step, or ones), ghosts refilled in x and out. Per step: P(Z1 moves) a, mean move
     m (rows); P(Z2 moves) b; covariance term e; mixed fourth-difference weight g.
     ``mh`` (n1,) is an extra mean move of Z1 in rows per row (hazard drift) with
     the move -gp * mh of Z2 (columns), or empty."""
@@ -63,13 +64,14 @@ def expect(x: np.ndarray, out: np.ndarray, a: float, b: float, e: float, g: floa
     if n2 == 1:
         x1, o1 = x.reshape(kk, n1), out.reshape(kk, n1)
         for q in range(kk):
-            xq, oq = x1[q], o1[q]
+            xq, oq, f = x1[q], o1[q], scale[q]
             for i in range(1, n1 - 1):
-                oq[i] = _z1(xq[i + 1], xq[i], xq[i - 1], a, m, mh[i] if hazard else 0.0)
+                oq[i] = f * _z1(xq[i + 1], xq[i], xq[i - 1], a, m, mh[i] if hazard else 0.0)
         ghosts(out)
         return
     c = 1.0 - b
     for q in range(kk):
+        f = scale[q]
         for i in range(1, n1 - 1):
             h = mh[i] if hazard else 0.0
             xu, x0, xd, o = x[q, i + 1], x[q, i], x[q, i - 1], out[q, i]
@@ -86,7 +88,7 @@ def expect(x: np.ndarray, out: np.ndarray, a: float, b: float, e: float, g: floa
                 if hazard and gp != 0.0:
                     r -= 0.5 * gp * h * (_z1(xu[j + 1], x0[j + 1], xd[j + 1], a, 0.0, 0.0)
                                          - _z1(xu[j - 1], x0[j - 1], xd[j - 1], a, 0.0, 0.0))
-                o[j] = r
+                o[j] = f * r
     ghosts(out)
 
 
@@ -267,13 +269,6 @@ def smooth_decide(v: np.ndarray, conv: np.ndarray, offsets: np.ndarray, growth: 
 
 
 @njit(**_JIT)
-def _scale(v: np.ndarray, f: float) -> None:
-    """v *= f in place (a contiguous layer)."""
-    for i in range(v.size):
-        v.flat[i] *= f
-
-
-@njit(**_JIT)
 def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
           b: np.ndarray, e: np.ndarray, g: np.ndarray, m: np.ndarray, df: np.ndarray,
           spread_df: np.ndarray, decides: np.ndarray, convert: np.ndarray, put: np.ndarray,
@@ -288,15 +283,16 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
     unpaid[k] (ln B - ln_b(t_k))."""
     none = np.empty(0)
     code = np.empty(v.shape[1] * v.shape[2], dtype=np.int8)
+    scale = np.ones(v.shape[0])         # discount factors per layer (indicators: 1)
     src, dst = v, tmp
     for k in range(k_hi - 1, k_lo - 1, -1):
-        expect(src, dst, a[k], b[k], e[k], g[k], m[k], 0.0, none)
-        src, dst = dst, src
-        _scale(src[0], df[k])
+        scale[0] = df[k]
         if split:
-            _scale(src[1], df[k] * spread_df[k])
+            scale[1] = df[k] * spread_df[k]
         if u >= 0:
-            _scale(src[u], df[k])
+            scale[u] = df[k]
+        expect(src, dst, a[k], b[k], e[k], g[k], m[k], 0.0, none, scale)
+        src, dst = dst, src
         if decides[k]:
             decide_all(src, conv, convert[k], put[k], call[k], call_row[k], split, d, u, pc,
                        pi, code)
