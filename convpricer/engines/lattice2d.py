@@ -306,15 +306,16 @@ class _Lattice:
             out[:, i, 0] = np.einsum("kab,ab->k", block, p)
         return out
 
-    def expect(self, v: np.ndarray, k: int, mh: np.ndarray | None = None) -> np.ndarray:
-        """E[v(t_k+1) | node at t_k] on every node, for a stack v of shape (K, n1, n2)
-        (ghosts included, refilled in v); ``mh`` (n1, 1) is an extra mean move of Z1
-        in rows (hazard drift), with the matching move -gamma * mh of the bitcoin
-        factor (lattice_kernel.expect)."""
+    def expect(self, v: np.ndarray, k: int, mh: np.ndarray | None,
+               scale: np.ndarray) -> np.ndarray:
+        """scale[q] E[v(t_k+1) | node at t_k] on every node of each layer q, for a stack
+        v of shape (K, n1, n2) (ghosts included, refilled in v); ``mh`` (n1, 1) is an
+        extra mean move of Z1 in rows (hazard drift), with the matching move
+        -gamma * mh of the bitcoin factor, or None (lattice_kernel.expect)."""
         out = np.empty_like(v)
         hazard = _NO_DRIFT if mh is None else np.ascontiguousarray(mh, dtype=float).reshape(-1)
         lattice_kernel.expect(v, out, self.a[k], self.b[k], self.e[k], self.g[k], self.m[k],
-                              self.gp, hazard, np.ones(v.shape[0]))
+                              self.gp, hazard, scale)
         return out
 
 
@@ -1020,14 +1021,17 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
     ordinary = _Ordinary.of(plan, lat, claim.spread, hazard, claim.ln_unpaid)
     conv = np.ascontiguousarray(claim.ratio * lat.s[:, 0])
     tmp = np.empty_like(v)
+    scale = np.empty(lay.size)
+    split, u, _, _ = lay.flags
     k = lat.steps
     while k > 0:
         k = ordinary.sweep(v, tmp, k, lat, conv, lay) - 1
         dt = lat.dt[k]
         mh = None
+        lattice_kernel.layer_discounts(scale, lat.df[k], ordinary.spread_df[k], split, u)
         if k == 0:
             # from (S0, B0): the hazard drift there is in the deterministic part
-            v = lat.expect_root(v)
+            v = lat.expect_root(v) * scale[:, None, None]
             lat = root
             s = lat.s
             conv = np.ascontiguousarray(claim.ratio * s[:, 0])
@@ -1041,31 +1045,19 @@ def _solve(claim: _Claim, lat: _Lattice) -> _Solution:
                 if out.any():
                     clipped += int(np.count_nonzero(out))
                     mh = np.clip(mh, lo[k], hi[k])
-            v = lat.expect(v, k, mh)
-        df = lat.df[k]
+            v = lat.expect(v, k, mh, scale)
         if hazard:
+            # survive the step (every layer but p_impaired / p_default, which a
+            # default sets to 1), or default and receive the payoff
             surv = np.exp(-h * dt)
             x = (lat.rate[k] + h) * dt
             weight = h * dt * np.where(np.abs(x) > 1e-12, -np.expm1(-x) / np.where(
                 np.abs(x) > 1e-12, x, 1.0), 1.0)
             pay = credit.default_payoff(claim.inst, s, claim.can_convert(lat.times[k]))
-            v[0] *= df * surv
-            if lay.split:
-                v[1] *= df * math.exp(-claim.spread * dt) * surv
+            v[:lay.pi] *= surv
             v[lay.d] += weight * pay
-            if lay.u is not None:
-                v[lay.u] *= df * surv
-            if lay.pc is not None:
-                v[lay.pc] *= surv
             if lay.pi is not None:
-                v[lay.pi] = surv * v[lay.pi] + (1 - surv)
-                v[lay.pi + 1] = surv * v[lay.pi + 1] + (1 - surv)
-        else:
-            v[0] *= df
-            if lay.split:
-                v[1] *= df * math.exp(-claim.spread * dt)
-            if lay.u is not None:
-                v[lay.u] *= df
+                v[lay.pi:] = surv * v[lay.pi:] + (1 - surv)
         claim.apply(lat, k, v, plan.step(k), conv)
     top = v[:, 1, 0]
     probs = [None] * 3

@@ -269,6 +269,20 @@ def smooth_decide(v: np.ndarray, conv: np.ndarray, offsets: np.ndarray, growth: 
 
 
 @njit(**_JIT)
+def layer_discounts(scale: np.ndarray, df: float, spread_df: float, split: bool,
+                    u: int) -> None:
+    """The discount factor of each layer of a stack over one step, into ``scale``: the
+    value (or its share part E) and U at df, a split's cash part D at df x spread_df,
+    the indicator layers 1."""
+    scale[:] = 1.0
+    scale[0] = df
+    if split:
+        scale[1] = df * spread_df
+    if u >= 0:
+        scale[u] = df
+
+
+@njit(**_JIT)
 def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
           b: np.ndarray, e: np.ndarray, g: np.ndarray, m: np.ndarray, df: np.ndarray,
           spread_df: np.ndarray, decides: np.ndarray, convert: np.ndarray, put: np.ndarray,
@@ -283,14 +297,10 @@ def sweep(v: np.ndarray, tmp: np.ndarray, k_hi: int, k_lo: int, a: np.ndarray,
     unpaid[k] (ln B - ln_b(t_k))."""
     none = np.empty(0)
     code = np.empty(v.shape[1] * v.shape[2], dtype=np.int8)
-    scale = np.ones(v.shape[0])         # discount factors per layer (indicators: 1)
+    scale = np.empty(v.shape[0])
     src, dst = v, tmp
     for k in range(k_hi - 1, k_lo - 1, -1):
-        scale[0] = df[k]
-        if split:
-            scale[1] = df[k] * spread_df[k]
-        if u >= 0:
-            scale[u] = df[k]
+        layer_discounts(scale, df[k], spread_df[k], split, u)
         expect(src, dst, a[k], b[k], e[k], g[k], m[k], 0.0, none, scale)
         src, dst = dst, src
         if decides[k]:
