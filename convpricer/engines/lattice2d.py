@@ -566,6 +566,12 @@ class _Step:
 
 
 
+def _call_row(lat: _Lattice, barrier: float | np.ndarray) -> int | np.ndarray:
+    """First row a soft call is allowed on: the barrier's row and those above it
+    (n1 where none is)."""
+    return np.searchsorted(lat.z1, barrier - lat.dx1 / 2)
+
+
 def _opt(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
@@ -606,9 +612,9 @@ class _Plan:
 
 @dataclass
 class _Ordinary:
-    """A plan's ordinary steps (expectation, discount, plain decisions and a coupon:
-    no smoothing, first N-of-M date, default test, dividend or hazard) as
-    lattice_kernel.sweep takes them, and where each run of them starts."""
+    """A plan's ordinary steps (expectation, discount, plain decisions, a coupon, a
+    preferred's dividend: no smoothing, first N-of-M date, default test or hazard)
+    as lattice_kernel.sweep takes them, and where each run of them starts."""
 
     plan: _Plan
     start: np.ndarray       # start[k]: first step of the ordinary run ending at k - 1
@@ -624,7 +630,7 @@ class _Ordinary:
         n = ordinary.size
         start = np.maximum.accumulate(np.where(np.r_[True, ~ordinary], np.arange(n + 1), 0))
         barrier = np.where(np.isnan(plan.call), np.nan, plan.barrier)
-        row = np.where(np.isnan(barrier), 0, np.searchsorted(lat.z1, barrier - lat.dx1 / 2))
+        row = np.where(np.isnan(barrier), 0, _call_row(lat, barrier))
         return cls(plan=plan, start=start,
                    decides=plan.convert | ~np.isnan(plan.put) | ~np.isnan(plan.call),
                    call_row=row.astype(np.int64), spread_df=np.exp(-spread * lat.dt),
@@ -791,8 +797,7 @@ class _Claim:
         if st.decides:
             call, row = st.call, 0
             if call is not None and st.barrier is not None:
-                # a soft call from the first row on or above the barrier's row
-                row = int(np.searchsorted(lat.z1, st.barrier - lat.dx1 / 2))
+                row = int(_call_row(lat, st.barrier))
                 if row >= lat.z1.size:
                     call = None
             weight = self.start_up(lat) if st.start_up and call is not None else None
