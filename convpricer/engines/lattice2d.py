@@ -257,6 +257,10 @@ class _Lattice:
         """ln BTC price at the nodes of time k, shape (n1, n2)."""
         return self.ln_b[k] + self.gamma * self.z1[:, None] + self.z2[None, :]
 
+    def before(self, ks: np.ndarray) -> np.ndarray:
+        """The time before each of times[ks] (-inf before the first)."""
+        return np.where(ks > 0, self.times[np.maximum(ks - 1, 0)], -np.inf)
+
     @property
     def u_grid(self) -> np.ndarray:
         """ln B - ln_b(t) at the nodes, flat (n1 * n2)."""
@@ -892,7 +896,7 @@ class _Note(_Claim):
 
     def plan(self, lat: _Lattice, ks: np.ndarray) -> _Plan:
         t, sch, p = lat.times[ks], self.sch, _Plan.empty(ks)
-        before = np.where(ks > 0, lat.times[np.maximum(ks - 1, 0)], -1.0)
+        before = lat.before(ks)
         accrued = np.atleast_1d(sch.accrued(t))
         p.convert = np.atleast_1d(self.can_convert(t))
         p.due = np.atleast_1d(self.credit.is_due(t))
@@ -970,7 +974,7 @@ class _Preferred(_Claim):
         if start is not None:
             callable_ = t >= start - _TOL
             p.call = np.where(callable_, sch.call_price, np.nan)
-            before = np.where(ks > 0, lat.times[np.maximum(ks - 1, 0)], -np.inf)
+            before = lat.before(ks)
             p.smooth = callable_ & (before < start - _TOL)
         p.dividend = np.where(np.atleast_1d(on_times(t, sch.dividend_times, _TOL)),
                               sch.dividend, 0.0)
