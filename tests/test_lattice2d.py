@@ -408,6 +408,7 @@ def test_result_settings_and_greeks() -> None:
     assert r.engine == "lattice2d" and r.parity == pytest.approx(700.0)
     assert {"steps", "extrapolate", "grid", "lambda", "width", "horizon"} <= set(r.settings)
     assert r.settings["steps"] == lat.DEFAULT_STEPS and r.settings["extrapolate"] is True
+    assert r.settings["probability_steps"] == lat.DEFAULT_STEPS // 3   # with a structure
     assert r.delta_equity > 0 and r.delta_btc > 0 and r.vega_equity > 0
     assert r.correlation_sensitivity > 0
     free = lat.price(NOTE, MARKET)

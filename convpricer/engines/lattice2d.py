@@ -1120,10 +1120,11 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
         return lat, _solve(claim, lat)
 
     # probabilities need no extrapolated accuracy: in one factor (or without
-    # extrapolation) they ride on the last lattice, where three more layers of a few
-    # hundred nodes cost less than another lattice; in two factors a third lattice of
-    # steps / 3 (their layers on the coarse lattice would cost as much as the fine one)
+    # extrapolation) they ride on the last lattice, where p_convert's layer of a few
+    # hundred nodes costs less than another lattice; in two factors a third lattice of
+    # steps / 3 (three layers on the coarse lattice would cost as much as the fine one)
     third = probs and opt.extrapolate and structure is not None
+    prob_steps = max(steps // 3, MIN_STEPS) if third else steps
     runs = [solve(times, probs and not third and i == len(grids) - 1)
             for i, times in enumerate(grids)]
     values = [r[1].value for r in runs]
@@ -1131,7 +1132,7 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     sol = runs[-1][1]
     clipped = max(r[1].clipped_drift for r in runs)
     if third:
-        sol = solve(grid(max(steps // 3, MIN_STEPS)), True)[1]
+        sol = solve(grid(prob_steps), True)[1]
     value = 2 * values[0] - values[1] if opt.extrapolate else values[0]
     notes = list(first.notes)
     if clipped:
@@ -1144,6 +1145,8 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
         "width": opt.width, "horizon": round(h, 6), "gamma": round(first.gamma, 6),
         **credit.describe(),
     }
+    if probs:
+        settings["probability_steps"] = prob_steps
     if opt.extrapolate:
         settings["richardson_correction"] = values[0] - values[1]
     if isinstance(claim, _Note) and claim.level is not None:
