@@ -268,8 +268,10 @@ class _Lattice:
 
     @property
     def cell(self) -> tuple[float, float]:
-        """Half-widths of a node's cell in ln B: along the rows and the columns."""
-        return self.gamma * self.dx1 / 2, self.dx2 / 2
+        """Half-widths of a node's cell in ln B (along the rows, |gamma| dx1 / 2, and the
+        columns, dx2 / 2), the smaller first (lattice_kernel's box_cdf)."""
+        h = sorted((abs(self.gamma) * self.dx1 / 2, self.dx2 / 2))
+        return h[0], h[1]
 
     def below(self, k: int, ln_level: float) -> np.ndarray:
         """Share of each node's cell where ln B < ln_level (cell average of the test)."""

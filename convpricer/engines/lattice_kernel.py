@@ -110,9 +110,8 @@ def _box(y: float, h1: float, h2: float) -> float:
 
 @njit(**_JIT)
 def box_cdf(x: np.ndarray, h1: float, h2: float) -> np.ndarray:
-    """P(U1 + U2 <= x) elementwise for independent U1 ~ U[-h1, h1], U2 ~ U[-h2, h2]
-    (the share of a node's cell below a level), an array of x's shape."""
-    h1, h2 = min(abs(h1), abs(h2)), max(abs(h1), abs(h2))
+    """P(U1 + U2 <= x) elementwise for independent U1 ~ U[-h1, h1], U2 ~ U[-h2, h2],
+    0 <= h1 <= h2 (the share of a node's cell below a level), an array of x's shape."""
     out = np.empty(x.shape)
     flat, res = x.ravel(), out.reshape(-1)
     for n in range(flat.size):
@@ -147,10 +146,10 @@ def pay_dividend(v: np.ndarray, amount: float, shift: float, u_grid: np.ndarray,
     """Add a preferred dividend to the cash part of the stack v (K, n1, n2), in place:
     paid on the share of each node's cell where ln B - ln_b(t) = u_grid + cell >= shift
     (the surplus test; shift = -inf: always), else owed as arrears worth U per $1 (u
-    >= 0; lost otherwise); times ``solvent`` per node (empty: 1)."""
+    >= 0; lost otherwise); times ``solvent`` per node (empty: 1). The cell's
+    half-widths in ln B: 0 <= h1 <= h2."""
     kk, n1, n2 = v.shape
     flat = v.reshape(kk, n1 * n2)
-    h1, h2 = min(abs(h1), abs(h2)), max(abs(h1), abs(h2))
     for n in range(n1 * n2):
         paid = 1.0 - _box(shift - u_grid[n], h1, h2)
         owed = paid + (1.0 - paid) * flat[u, n] if u >= 0 else paid
