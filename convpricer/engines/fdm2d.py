@@ -397,24 +397,16 @@ def _trigger(note: ZeroCouponConvertible, market: Market) -> float | None:
 def _start_up(note: ZeroCouponConvertible, market: Market, x: np.ndarray,
               t: float) -> np.ndarray:
     """P(the N-of-M rule holds at t | S in each cell of the ln S nodes ``x``), shape
-    (1, nS): lattice2d.window_probability on the window of trading days
-    (1/TRADING_DAYS apart, as lattice2d) ending at t, those before the valuation
-    date below the trigger, averaged over each cell by START_UP_POINTS midpoints
-    (the probability jumps where today's close crosses the trigger)."""
-    from .lattice2d import window_probability  # the one N-of-M rule estimate
+    (1, nS): lattice2d.rule_probability averaged over each cell by START_UP_POINTS
+    midpoints (the probability jumps where today's close crosses the trigger)."""
+    from .lattice2d import rule_probability  # the one N-of-M rule estimate
 
-    back = t - np.arange(note.call_trigger_window) / TRADING_DAYS
-    back = np.where(np.abs(back) < _TOL, 0.0, back)
-    var_t = float(market.variance("equity", t))
-    var_back = np.where(back >= 0.0, var_t - market.variance(
-        "equity", np.maximum(back, 0.0)), np.inf)
     mid = 0.5 * (x[1:] + x[:-1])
     lo, hi = np.concatenate([[x[0]], mid]), np.concatenate([mid, [x[-1]]])
     u = (np.arange(START_UP_POINTS) + 0.5) / START_UP_POINTS
-    ln_k = np.log(note.call_trigger_price)
-    p = window_probability(note.call_trigger_days, note.call_trigger_window,
-                           lo[:, None] + (hi - lo)[:, None] * u - ln_k,
-                           float(np.log(market.equity_price)) - ln_k, var_back, var_t)
+    p = rule_probability(note.call_trigger_days, note.call_trigger_window,
+                         note.call_trigger_price, market, t,
+                         lo[:, None] + (hi - lo)[:, None] * u)
     return p.mean(axis=1)[None, :]
 
 

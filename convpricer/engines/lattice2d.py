@@ -177,6 +177,22 @@ def window_probability(days: int, window: int, x: np.ndarray, x0: float,
     return np.searchsorted(need, np.asarray(x), side="right") / need.size
 
 
+def rule_probability(days: int, window: int, trigger_price: float, market: Market,
+                     t: float, ln_s: np.ndarray) -> np.ndarray:
+    """P(the rule "S >= trigger on ``days`` of the last ``window`` closes" holds at time
+    t | ln S = ln_s at t), closes TRADING_DAY apart, those before the valuation date
+    below the trigger: :func:`window_probability` with the equity variance of the
+    market (shared by lattice2d and fdm2d)."""
+    back = t - TRADING_DAY * np.arange(window)
+    back = np.where(np.abs(back) < _TOL, 0.0, back)
+    var_t = float(market.variance("equity", t))
+    var_back = np.where(back >= 0.0, var_t - market.variance("equity", np.maximum(back, 0.0)),
+                        np.inf)
+    ln_k = math.log(trigger_price)
+    return window_probability(days, window, ln_s - ln_k, math.log(market.equity_price) - ln_k,
+                              var_back, var_t)
+
+
 @functools.lru_cache(maxsize=64)
 def _window_thresholds(days: int, window: int, x0: float, var_back: tuple[float, ...],
                        var_total: float) -> np.ndarray:
@@ -882,18 +898,11 @@ class _Note(_Claim):
         node's cell (the barrier takes over afterwards): :func:`window_probability` on
         the trading days (TRADING_DAY apart) of the window ending then, those before
         the valuation date below the trigger."""
-        t, sch = self.call_from, self.sch
-        back = t - TRADING_DAY * np.arange(sch.trigger_window)
-        back = np.where(np.abs(back) < _TOL, 0.0, back)
-        var_t = float(self.market.variance("equity", t))
-        var_back = np.where(back >= 0.0, var_t - self.market.variance(
-            "equity", np.maximum(back, 0.0)), np.inf)
-        ln_k = math.log(sch.trigger_price)
+        sch = self.sch
         # averaged over each row's cell: the probability jumps where today's close
         # crosses the trigger (one more day above)
-        x = np.log(lat.s) - ln_k + lat.dx1 * _SUB
-        p = window_probability(sch.trigger_days, sch.trigger_window, x,
-                               math.log(self.market.equity_price) - ln_k, var_back, var_t)
+        p = rule_probability(sch.trigger_days, sch.trigger_window, sch.trigger_price,
+                             self.market, self.call_from, np.log(lat.s) + lat.dx1 * _SUB)
         return p.mean(axis=1, keepdims=True)
 
     def plan(self, lat: _Lattice, ks: np.ndarray) -> _Plan:
