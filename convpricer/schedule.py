@@ -199,3 +199,15 @@ def time_grid(event_times: np.ndarray, horizon: float, steps: int) -> np.ndarray
         n = max(1, round((b - a) / dt))
         pieces.append(np.linspace(a, b, n + 1)[1:])
     return np.concatenate(pieces)
+
+
+#: The exchange calendar of the trading days on which calls are tested and a
+#: soft-call trigger's closes are counted (NYSE), for every engine.
+CALENDAR = ql.UnitedStates(ql.UnitedStates.NYSE)
+
+
+def trading_days(start: date, end: date) -> list[date]:
+    """NYSE trading days from ``start`` to ``end``, both included (none if end < start)."""
+    if end < start:
+        return []
+    return [_py(d) for d in CALENDAR.businessDayList(ql_date(start), ql_date(end))]

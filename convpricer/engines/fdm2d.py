@@ -36,7 +36,7 @@ import ctypes
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -50,9 +50,15 @@ from ..decisions import CALLED_CONVERTED, CONVERTED, HOLD, exercise
 from ..errors import EngineError, InputError
 from ..greeks import bump_greeks
 from ..instruments import PreferredStock, ZeroCouponConvertible
-from ..market import Curve, Market, ql_date
+from ..market import Curve, Market
 from ..results import PricingResult
-from ..schedule import PREFERRED_HORIZON, convertible_schedule, preferred_schedule, time_grid
+from ..schedule import (
+    PREFERRED_HORIZON,
+    convertible_schedule,
+    preferred_schedule,
+    time_grid,
+    trading_days,
+)
 from ..structure import CapitalStructure
 from . import check_options
 
@@ -73,7 +79,6 @@ DEFAULT_SCHEME = "hundsdorfer"
 #: When a note's issuer may call: "daily" on NYSE trading days of the call
 #: window (each one a time step, as in montecarlo), or "grid" at every time step.
 MONITORING = ("daily", "grid")
-CALENDAR = ql.UnitedStates(ql.UnitedStates.NYSE)
 #: Trading days a year (the daily variance of the N-of-M trigger rule).
 TRADING_DAYS = 252
 #: Midpoints per S cell averaging the N-of-M rule's probability on its first date.
@@ -414,9 +419,8 @@ def _call_days(note: ZeroCouponConvertible, market: Market) -> np.ndarray:
     """Times of the NYSE trading days on which the issuer may call (from the first
     call date, or today, to the day before maturity)."""
     vd = market.valuation_date
-    days = CALENDAR.businessDayList(ql_date(max(note.call_start, vd)),
-                                    ql_date(note.maturity) - 1)
-    times = np.array([market.time(date(d.year(), d.month(), d.dayOfMonth())) for d in days])
+    days = trading_days(max(note.call_start, vd), note.maturity - timedelta(days=1))
+    times = np.array([market.time(d) for d in days])
     return times[times >= _call_from(note, market) - _TOL]
 
 

@@ -55,10 +55,12 @@ from ..instruments import PreferredStock, ZeroCouponConvertible
 from ..market import Curve, Market, ql_date
 from ..results import PricingResult
 from ..schedule import (
+    CALENDAR,
     PREFERRED_HORIZON,
     convertible_schedule,
     preferred_schedule,
     time_grid,
+    trading_days,
 )
 from ..structure import CapitalStructure, priority_key
 from ..waterfall import payouts
@@ -83,7 +85,6 @@ DEFAULT_PREFERRED_STEPS_PER_YEAR = 12
 DEFAULT_DEGREE = 3
 MONITORING = ("daily", "grid")
 FUNDING = ("static", "btc_sales")
-CALENDAR = ql.UnitedStates(ql.UnitedStates.NYSE)
 #: Outcome code (beside decisions.HOLD...DEFAULTED): held to maturity and
 #: redeemed, or held to the preferred's horizon.
 MATURED = 6
@@ -237,13 +238,6 @@ class _Dynamics:
 
 
 # ----- time grid ------------------------------------------------------------
-def _trading_days(start: date, end: date) -> list[date]:
-    if end < start:
-        return []
-    return [date(d.year(), d.month(), d.dayOfMonth())
-            for d in CALENDAR.businessDayList(ql_date(start), ql_date(end))]
-
-
 def _grid(market: Market, horizon: float, events: np.ndarray, steps_per_year: int,
           daily: tuple[date, date] | None) -> tuple[np.ndarray, np.ndarray]:
     """Times from 0 to ``horizon`` through every event; NYSE closes between the two
@@ -252,7 +246,7 @@ def _grid(market: Market, horizon: float, events: np.ndarray, steps_per_year: in
     steps = max(1, math.ceil(steps_per_year * horizon))
     days = np.empty(0)
     if daily is not None:
-        days = np.array([market.time(d) for d in _trading_days(*daily)])
+        days = np.array([market.time(d) for d in trading_days(*daily)])
         days = days[(days >= 0) & (days < horizon - _TOL)]
     coarse = time_grid(np.concatenate([ev, days[:1]]), horizon, steps)
     if days.size:

@@ -30,7 +30,7 @@ from ..greeks import bump_greeks
 from ..instruments import ZeroCouponConvertible
 from ..market import Curve, Market, ql_date
 from ..results import PricingResult
-from ..schedule import coupon_dates
+from ..schedule import CALENDAR, coupon_dates
 from ..structure import CapitalStructure
 from . import check_options
 
@@ -51,7 +51,6 @@ ODD_TREES = frozenset({"lr", "j4"})
 #: QuantLib's convertible notional: its prices and ratios are per 100 of face.
 QL_FACE = 100.0
 #: Call periods are expanded into the business days of this calendar.
-CALL_CALENDAR = ql.UnitedStates(ql.UnitedStates.NYSE)
 CALL_DATES = "every NYSE business day of the call period"
 #: Accrual day count of the coupons (the indentures' 30/360).
 COUPON_DAY_COUNT = ql.Thirty360(ql.Thirty360.BondBasis)
@@ -177,7 +176,7 @@ def call_dates(note: ZeroCouponConvertible, valuation_date: date) -> list[ql.Dat
         return []
     first = ql_date(note.call_start) if note.call_start > valuation_date \
         else ql_date(valuation_date) + 1
-    return list(CALL_CALENDAR.businessDayList(first, ql_date(note.maturity) - 1))
+    return list(CALENDAR.businessDayList(first, ql_date(note.maturity) - 1))
 
 
 def _callability(note: ZeroCouponConvertible,
