@@ -43,31 +43,41 @@ NYSE = ql.UnitedStates(ql.UnitedStates.NYSE)
 SEED = 20250630
 CHUNK = 1 << 14
 
-#: (label, fixture, note, call_start: "fixture" | "now")
+#: (label, fixture, note, call_start: "fixture" | "now", S0 / trigger or None: the
+#: fixture's S0)
 CASES = [
     ("2027 notes at 2024-12-31 (callable, S = 1.55 x trigger)", "strategy_2024-12-31.toml",
-     "2027 notes", "fixture"),
+     "2027 notes", "fixture", None),
     ("2029 notes at 2025-06-30 (call from 2026-12-04)", "strategy_2025-06-30.toml",
-     "2029 notes", "fixture"),
+     "2029 notes", "fixture", None),
     ("2030B notes at 2025-06-30 (call from 2027-03-05)", "strategy_2025-06-30.toml",
-     "2030B notes", "fixture"),
+     "2030B notes", "fixture", None),
     ("2030B notes at 2025-06-30, callable at once", "strategy_2025-06-30.toml",
-     "2030B notes", "now"),
+     "2030B notes", "now", None),
     ("2029 notes at 2025-06-30, callable at once", "strategy_2025-06-30.toml",
-     "2029 notes", "now"),
+     "2029 notes", "now", None),
+    ("2030B notes at 2025-06-30, callable at once, S = trigger", "strategy_2025-06-30.toml",
+     "2030B notes", "now", 1.0),
+    ("2030B notes at 2025-06-30, callable at once, S = 1.2 x trigger",
+     "strategy_2025-06-30.toml", "2030B notes", "now", 1.2),
+    ("2030B notes at 2025-06-30, callable at once, S = 0.9 x trigger",
+     "strategy_2025-06-30.toml", "2030B notes", "now", 0.9),
 ]
 
 
-def case(fixture: str, name: str, start: str, days: int | None
-         ) -> tuple[ZeroCouponConvertible, Market]:
+def case(fixture: str, name: str, start: str, days: int | None,
+         s_over_trigger: float | None = None) -> tuple[ZeroCouponConvertible, Market]:
     """The fixture's note without put, with an N-of-M (``days`` of 30) or single-day
-    trigger, and the fixture's market."""
+    trigger, and the fixture's market (its equity price moved to ``s_over_trigger`` x
+    the trigger price if given)."""
     structure, market = load(ROOT / "fixtures" / fixture)
     note = structure[name]
     assert type(note) is ZeroCouponConvertible
     note = replace(note, put_dates=(), credit_spread=0.0,
                    call_start=market.valuation_date if start == "now" else note.call_start,
                    call_trigger_days=days, call_trigger_window=30 if days else None)
+    if s_over_trigger is not None:
+        market = replace(market, equity_price=s_over_trigger * note.call_trigger_price)
     return note, market
 
 
@@ -145,13 +155,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     rows = []
-    for label, fixture, name, start in CASES:
+    for label, fixture, name, start, ratio in CASES:
         for days in (20, None):
-            note, market = case(fixture, name, start, days)
+            note, market = case(fixture, name, start, days, ratio)
             t0 = time.process_time()
             v, se = daily_reference(note, market, args.paths)
             rows.append({"case": label, "fixture": fixture, "note": name, "call_start": start,
-                         "trigger_days": days, "value": round(v, 4), "se": round(se, 4)})
+                         "s_over_trigger": ratio, "trigger_days": days,
+                         "value": round(v, 4), "se": round(se, 4)})
             print(f"{label:60s} {days or 1:>2} of {30 if days else 1:<2} {v:10.3f} +- {se:.3f}"
                   f"  ({time.process_time() - t0:.0f} s)", flush=True)
     doc = {

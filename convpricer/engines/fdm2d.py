@@ -978,6 +978,10 @@ def _notes(plan: _Plan, market: Market) -> list[str]:
                          "probability that the rule holds (lattice2d.window_probability), "
                          "then as a single-day trigger at the equivalent level "
                          "(lattice2d.trigger_shift)")
+            from .lattice2d import hot_start_note  # the same barrier, the same bias
+            hot = hot_start_note(inst, market)
+            if hot:
+                notes.append(hot)
     if isinstance(inst, PreferredStock):
         notes.append(f"perpetual valued to a {plan.options.preferred_horizon:g}-year horizon: "
                      "terminal value = liquidation payout, or conversion")

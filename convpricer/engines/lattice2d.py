@@ -54,6 +54,7 @@ from ..schedule import (
     on_times,
     preferred_schedule,
     time_grid,
+    trading_days,
 )
 from ..structure import CapitalStructure
 from . import check_options, lattice_kernel
@@ -191,6 +192,30 @@ def rule_probability(days: int, window: int, trigger_price: float, market: Marke
     ln_k = math.log(trigger_price)
     return window_probability(days, window, ln_s - ln_k, math.log(market.equity_price) - ln_k,
                               var_back, var_t)
+
+
+#: S0 / trigger from which an N-of-M call possible within the first window is
+#: flagged: the barrier after the first date overvalues the note there
+#: (docs/sections/lattice2d.md, measured +0.3% at 0.9 to +0.75% at 1.05).
+HOT_START = 0.8
+
+
+def hot_start_note(note: ZeroCouponConvertible, market: Market) -> str | None:
+    """A result note where the equivalent barrier of an N-of-M soft call is known to be
+    biased: a call possible within the rule's first window (days before the valuation
+    date below the trigger) with the stock at or above HOT_START x the trigger."""
+    n, m = note.call_trigger_days or 1, note.call_trigger_window or 1
+    if n <= 1 or note.call_start is None:
+        return None
+    vd = market.valuation_date
+    window = trading_days(vd, vd + timedelta(days=2 * m + 14))[:m]
+    if note.call_start > window[-1] or market.equity_price < HOT_START * note.call_trigger_price:
+        return None
+    return (f"soft call ({n} of {m}) possible within its first window with the stock at "
+            f"{market.equity_price / note.call_trigger_price:.2f} x the trigger: the barrier "
+            "after the first call date treats paths that just missed the rule as arriving "
+            "from below, so the value is biased high (measured +0.04% to +0.75%, "
+            "docs/sections/lattice2d.md); montecarlo counts the rule exactly")
 
 
 @functools.lru_cache(maxsize=64)
@@ -1165,13 +1190,17 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     return _Run(value=value, solution=sol, settings=settings, notes=notes)
 
 
-def _model_notes(instrument, structure: CapitalStructure | None, opt: Settings) -> list[str]:
+def _model_notes(instrument, market: Market, structure: CapitalStructure | None,
+                 opt: Settings) -> list[str]:
     notes = []
     if isinstance(instrument, ZeroCouponConvertible):
         if instrument.call_trigger is not None:
             n, m = instrument.call_trigger_days or 1, instrument.call_trigger_window or 1
             notes.append(f"soft call ({n} of {m} trading days) as an equivalent continuously "
                          "monitored barrier (docs/sections/lattice2d.md)")
+            hot = hot_start_note(instrument, market)
+            if hot:
+                notes.append(hot)
         notes.append("bond_floor: risk-free curve plus credit_spread, no BTC-coverage credit")
     else:
         notes.append(f"perpetual valued to a {opt.preferred_horizon:g}-year horizon: terminal "
@@ -1212,7 +1241,7 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
                          f"is not after the valuation date {vd.isoformat()}: nothing to value")
     run = _run(instrument, market, structure, opt, probs=True)
     sens: dict[str, float] = {}
-    notes = [*_model_notes(instrument, structure, opt), *run.notes]
+    notes = [*_model_notes(instrument, market, structure, opt), *run.notes]
     if greeks:
         curves = (market.equity_vol_curve, market.btc_vol_curve)
         vegas = all(c is None or isinstance(c, Curve) for c in curves)
