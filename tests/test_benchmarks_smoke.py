@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import convpricer as cp
+from benchmarks import cases, run
+from benchmarks.peers import QuantLibTree
 
-import convpricer as cp  # noqa: E402
-from benchmarks import cases, run  # noqa: E402
-from benchmarks.peers import QuantLibTree  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ladder_and_steps_to_tolerance():

@@ -17,7 +17,8 @@ from scipy import integrate
 from scipy.special import ndtr
 from scipy.stats import norm
 
-from convpricer import analytic, engines, load
+from benchmarks import nofm_reference
+from convpricer import analytic, engines
 from convpricer.engines import lattice2d as lat
 from convpricer.errors import EngineError, InputError
 from convpricer.instruments import ConvertibleNote, PreferredStock, ZeroCouponConvertible
@@ -342,15 +343,9 @@ def _nofm_cases() -> list:
 
 
 def _nofm_note(row: dict) -> tuple[ZeroCouponConvertible, Market]:
-    structure, m = load(NOFM_REFERENCE.parents[1] / row["fixture"])
-    days = row["trigger_days"]
-    note = replace(structure[row["note"]], put_dates=(), credit_spread=0.0,
-                   call_start=m.valuation_date if row["call_start"] == "now"
-                   else structure[row["note"]].call_start,
-                   call_trigger_days=days, call_trigger_window=30 if days else None)
-    if row.get("s_over_trigger"):
-        m = m.replace(equity_price=row["s_over_trigger"] * note.call_trigger_price)
-    return note, m
+    """The reference's case, as benchmarks/nofm_reference.py built it."""
+    return nofm_reference.case(row["fixture"], row["note"], row["call_start"],
+                               row["trigger_days"], row.get("s_over_trigger"))
 
 
 @pytest.mark.parametrize("row", _nofm_cases())

@@ -40,21 +40,22 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import QuantLib as ql
 
 from .. import analytic
 from ..credit import Credit
 from ..errors import EngineError, InputError
 from ..greeks import bump_greeks
 from ..instruments import PreferredStock, ZeroCouponConvertible
-from ..market import Curve, Market
+from ..market import Curve, Market, ql_date
 from ..results import PricingResult
 from ..schedule import (
+    CALENDAR,
     PREFERRED_HORIZON,
     convertible_schedule,
     on_times,
     preferred_schedule,
     time_grid,
-    trading_days,
 )
 from ..structure import CapitalStructure
 from . import check_options, lattice_kernel
@@ -207,9 +208,10 @@ def hot_start_note(note: ZeroCouponConvertible, market: Market) -> str | None:
     n, m = note.call_trigger_days or 1, note.call_trigger_window or 1
     if n <= 1 or note.call_start is None:
         return None
-    vd = market.valuation_date
-    window = trading_days(vd, vd + timedelta(days=2 * m + 14))[:m]
-    if note.call_start > window[-1] or market.equity_price < HOT_START * note.call_trigger_price:
+    first = CALENDAR.adjust(ql_date(market.valuation_date))       # the first close
+    last = CALENDAR.advance(first, m - 1, ql.Days)                  # the window's last
+    if ql_date(note.call_start) > last \
+            or market.equity_price < HOT_START * note.call_trigger_price:
         return None
     return (f"soft call ({n} of {m}) possible within its first window with the stock at "
             f"{market.equity_price / note.call_trigger_price:.2f} x the trigger: the barrier "
