@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 
 import convpricer as cp
 from benchmarks import cases, run
 from benchmarks.peers import QuantLibTree
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ladder_and_steps_to_tolerance():
