@@ -60,7 +60,7 @@ from ..schedule import (
     trading_days,
 )
 from ..structure import CapitalStructure
-from . import check_options
+from . import check_options, nofm
 
 KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_stock"})
 OPTIONS = frozenset({"steps", "grid_equity", "grid_btc", "scheme", "damping_steps",
@@ -415,13 +415,13 @@ def _start_up(note: ZeroCouponConvertible, market: Market, x: np.ndarray,
     return p.mean(axis=1)[None, :]
 
 
-def _call_days(note: ZeroCouponConvertible, market: Market) -> np.ndarray:
+def _call_days(note: ZeroCouponConvertible, market: Market, call_from: float) -> np.ndarray:
     """Times of the NYSE trading days on which the issuer may call (from the first
-    call date, or today, to the day before maturity)."""
+    call date, or today, to the day before maturity), from ``call_from`` (years)."""
     vd = market.valuation_date
     days = trading_days(max(note.call_start, vd), note.maturity - timedelta(days=1))
     times = np.array([market.time(d) for d in days])
-    return times[times >= _call_from(note, market) - _TOL]
+    return times[times >= call_from - _TOL]
 
 
 def _preferred_horizon(market: Market, years: float) -> float:
@@ -612,15 +612,25 @@ class _Rules:
 
 class _NoteRules(_Rules):
     def __init__(self, note: ZeroCouponConvertible, market: Market, credit: Credit,
-                 mesh: _Mesh, kinks: _Kinks, monitoring: str) -> None:
+                 mesh: _Mesh, kinks: _Kinks, monitoring: str, times: np.ndarray,
+                 reference: Market) -> None:
         self.inst = note
         self.ratio = note.conversion_ratio
         super().__init__(market, credit, mesh, kinks)
         self.sch = sch = convertible_schedule(note, market.valuation_date)
         self.horizon = sch.maturity
         self.call_from = _call_from(note, market)
+        #: an N-of-M rule's hot start (nofm): calls on its closes by their hazard on
+        #: the time grid ``times``, the equivalent trigger after them
+        drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
+        self.hot = nofm.hot_start(note, market, drift, reference) \
+            if note.call_trigger_days is not None else None
+        self.times = times
+        self._kill: np.ndarray | None = None
+        if self.hot is not None:
+            self.call_from = self.hot.end + 0.5 / TRADING_DAYS
         #: call dates (None: every time step from call_from)
-        self.call_days = _call_days(note, market) \
+        self.call_days = _call_days(note, market, self.call_from) \
             if monitoring == "daily" and self.call_from is not None else None
         #: the first call date (the first call day on or after call_from)
         self.first_call = self.call_days[0] \
@@ -628,7 +638,8 @@ class _NoteRules(_Rules):
         due = credit.due_times[credit.due_times <= sch.maturity + _TOL]
         starts = [] if self.first_call is None else [self.first_call]
         self.event_times = np.concatenate(
-            [sch.event_times(), due, starts, [] if self.call_days is None else self.call_days])
+            [sch.event_times(), due, starts, [] if self.call_days is None else self.call_days,
+             [] if self.hot is None else self.hot.hot_times])
         self.restarts = np.concatenate([[sch.maturity], sch.put_times, starts])
         #: fraction of each S cell where a soft call is allowed, shape (1, nS)
         self.callable = np.ones((1, mesh.x.size)) if kinks.trigger is None \
@@ -637,7 +648,7 @@ class _NoteRules(_Rules):
         #: trigger as on every other date)
         self.start_up = _start_up(note, market, mesh.x, self.first_call) \
             if (note.call_trigger_days or 1) > 1 and self.first_call is not None \
-            and self.first_call < sch.maturity else None
+            and self.first_call < sch.maturity and self.hot is None else None
 
     def accrued(self, t: float) -> float:
         """Accrued coupon at t, zero on a coupon date (grid times are rounded: a
@@ -665,7 +676,22 @@ class _NoteRules(_Rules):
             st.p_impaired, st.p_default = np.zeros(shape), np.zeros(shape)
         return st
 
+    def _hot_kill(self, t: float) -> np.ndarray | None:
+        """A hot start's kill probability per S cell of the step ending at t, shape
+        (1, nS); None outside the hot start."""
+        if self.hot is None or t > self.hot.end + _TOL:
+            return None
+        if self._kill is None:
+            x = self.mesh.x
+            mid = 0.5 * (x[1:] + x[:-1])
+            edges = np.concatenate([[2 * x[0] - mid[0]], mid, [2 * x[-1] - mid[-1]]])
+            self._kill = self.hot.hazards([(self.times, edges)])[0]
+        return self._kill[int(np.argmin(np.abs(self.times - t)))][None, :]
+
     def _calls(self, t: float) -> bool:
+        kill = self._hot_kill(t)
+        if kill is not None:
+            return bool(kill.any()) and bool(self.sch.call_allowed(t))
         if self.call_from is None or t < self.call_from - _TOL \
                 or not self.sch.call_allowed(t):
             return False
@@ -688,8 +714,10 @@ class _NoteRules(_Rules):
         if not (call or self.can_convert(t) or self.sch.is_put_time(t)):
             return None
         out = self._exercise(st, t, scale, call)
-        allowed = self.start_up if self.start_up is not None \
-            and abs(t - self.first_call) < _TOL else self.callable
+        allowed = self._hot_kill(t)
+        if allowed is None:
+            allowed = self.start_up if self.start_up is not None \
+                and abs(t - self.first_call) < _TOL else self.callable
         if call and not allowed.all():   # soft call: where the trigger allows it
             out = self._exercise(st, t, scale, False).blend(out, allowed)
         return out
@@ -778,6 +806,7 @@ class _Plan:
     mesh: _Mesh
     times: np.ndarray
     horizon: float
+    reference: Market           # the unbumped market (a hot start's simulated paths)
 
 
 @dataclass(frozen=True)
@@ -792,7 +821,8 @@ def _rules(plan: _Plan, market: Market, credit: Credit) -> _Rules:
     inst = plan.instrument
     if isinstance(inst, PreferredStock):
         return _PreferredRules(inst, market, credit, plan.mesh, plan.kinks, plan.horizon)
-    return _NoteRules(inst, market, credit, plan.mesh, plan.kinks, plan.options.monitoring)
+    return _NoteRules(inst, market, credit, plan.mesh, plan.kinks, plan.options.monitoring,
+                      plan.times, plan.reference)
 
 
 def _solve(plan: _Plan, market: Market, *, probabilities: bool) -> _Solution:
@@ -902,7 +932,7 @@ def _plan(inst: Any, market: Market, structure: CapitalStructure | None,
                        (opts.grid_btc or default.grid_btc) if needs_btc else FLAT_GRID_BTC,
                        kinks)
     steps = opts.steps or max(MIN_STEPS, round(default.steps_per_year * horizon))
-    plan = _Plan(inst, structure, opts, kinks, mesh, np.empty(0), horizon)
+    plan = _Plan(inst, structure, opts, kinks, mesh, np.empty(0), horizon, market)
     # one time per event: times from different sources agree to rounding only, and
     # the horizon is the terminal date
     events = np.unique(np.round(_rules(plan, market, credit).event_times, 12))
@@ -963,6 +993,11 @@ def _settings(plan: _Plan, market: Market) -> dict[str, Any]:
            **Credit(plan.structure, market).describe()}
     if plan.kinks.trigger is not None:
         out["call_trigger_tested"] = plan.kinks.trigger
+    inst = plan.instrument
+    if isinstance(inst, ZeroCouponConvertible) and inst.call_trigger_days is not None:
+        hot = nofm.hot_start(inst, market)
+        if hot is not None:
+            out["hot_start"] = nofm.settings(hot)
     return out
 
 
@@ -972,16 +1007,15 @@ def _notes(plan: _Plan, market: Market) -> list[str]:
     if isinstance(inst, ZeroCouponConvertible) and inst.is_callable:
         notes.append("calls " + ("on NYSE trading days" if plan.options.monitoring == "daily"
                                  else "at every time step"))
-        if inst.call_trigger_days is not None:
+        if nofm.is_hot_start(inst, market):
+            notes.append(nofm.HOT_NOTE + " (a single-day trigger at the equivalent level, "
+                         "lattice2d.trigger_shift)")
+        elif inst.call_trigger_days is not None:
             notes.append(f"soft call on {inst.call_trigger_days} of "
                          f"{inst.call_trigger_window} days: on its first date with the "
                          "probability that the rule holds (lattice2d.window_probability), "
                          "then as a single-day trigger at the equivalent level "
                          "(lattice2d.trigger_shift)")
-            from .lattice2d import hot_start_note  # the same barrier, the same bias
-            hot = hot_start_note(inst, market)
-            if hot:
-                notes.append(hot)
     if isinstance(inst, PreferredStock):
         notes.append(f"perpetual valued to a {plan.options.preferred_horizon:g}-year horizon: "
                      "terminal value = liquidation payout, or conversion")

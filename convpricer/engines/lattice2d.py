@@ -40,17 +40,15 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-import QuantLib as ql
 
 from .. import analytic
 from ..credit import Credit
 from ..errors import EngineError, InputError
 from ..greeks import bump_greeks
 from ..instruments import PreferredStock, ZeroCouponConvertible
-from ..market import Curve, Market, ql_date
+from ..market import Curve, Market
 from ..results import PricingResult
 from ..schedule import (
-    CALENDAR,
     PREFERRED_HORIZON,
     convertible_schedule,
     on_times,
@@ -58,7 +56,7 @@ from ..schedule import (
     time_grid,
 )
 from ..structure import CapitalStructure
-from . import check_options, lattice_kernel
+from . import check_options, lattice_kernel, nofm
 
 KINDS = frozenset({"zero_coupon_convertible", "convertible_note", "preferred_stock"})
 OPTIONS = frozenset({"steps", "preferred_steps", "extrapolate", "preferred_horizon", "width"})
@@ -195,31 +193,6 @@ def rule_probability(days: int, window: int, trigger_price: float, market: Marke
                               var_back, var_t)
 
 
-#: S0 / trigger from which an N-of-M call possible within the first window is
-#: flagged: the barrier after the first date overvalues the note there
-#: (docs/sections/lattice2d.md, measured +0.3% at 0.9 to +0.75% at 1.05).
-HOT_START = 0.8
-
-
-def hot_start_note(note: ZeroCouponConvertible, market: Market) -> str | None:
-    """A result note where the equivalent barrier of an N-of-M soft call is known to be
-    biased: a call possible within the rule's first window (days before the valuation
-    date below the trigger) with the stock at or above HOT_START x the trigger."""
-    n, m = note.call_trigger_days or 1, note.call_trigger_window or 1
-    if n <= 1 or note.call_start is None:
-        return None
-    first = CALENDAR.adjust(ql_date(market.valuation_date))       # the first close
-    last = CALENDAR.advance(first, m - 1, ql.Days)                  # the window's last
-    if ql_date(note.call_start) > last \
-            or market.equity_price < HOT_START * note.call_trigger_price:
-        return None
-    return (f"soft call ({n} of {m}) possible within its first window with the stock at "
-            f"{market.equity_price / note.call_trigger_price:.2f} x the trigger: the barrier "
-            "after the first call date treats paths that just missed the rule as arriving "
-            "from below, so the value is biased high (measured +0.04% to +0.75%, "
-            "docs/sections/lattice2d.md); montecarlo counts the rule exactly")
-
-
 @functools.lru_cache(maxsize=64)
 def _window_thresholds(days: int, window: int, x0: float, var_back: tuple[float, ...],
                        var_total: float) -> np.ndarray:
@@ -329,29 +302,33 @@ class _Lattice:
                                    s=self.s[0, 0] * np.exp(z1 - self.z1[0])[:, None])
 
     def expect_root(self, v: np.ndarray) -> np.ndarray:
-        """E[v(t_1) | root rows at t = 0], shape (K, 3, 1): a trinomial from each root
-        row to the three rows around its mean, matching mean and variance; if the first
-        step is too short for that (variance below eta (1 - eta) of a row), the two
-        rows around the mean (mean exact, variance a little too large)."""
+        """E[v(t_1) | root rows at t = 0], shape (K, 3, 1): from each root row, the
+        mixture, weighted by where its mean falls between rows f and f + 1, of a
+        trinomial around f and one around f + 1, each matching mean and variance; if the
+        first step is too short for that (variance below eta (1 - eta) of a row), the two
+        rows around the mean (mean exact, variance a little too large). The mixture moves
+        continuously with S0 (a trinomial around the nearest row jumps where the nearest
+        row changes: a kink in the greeks)."""
         two = self.two
         a, b, e, g = self.a[0] - self.m[0] ** 2, self.b[0], self.e[0], self.g[0]
         target = -self.z1[0] / self.dx1 + self.m[0]
-        j = min(max(round(target), 2), self.z1.size - 3)
-        eta = target - j
-        if a >= abs(eta) * (1 - abs(eta)):
-            w1 = np.array([(a + eta * eta - eta) / 2, 1 - a - eta * eta,
-                           (a + eta * eta + eta) / 2])
-        else:
-            w1 = np.array([max(-eta, 0.0), 1 - abs(eta), max(eta, 0.0)])
+        f = min(max(math.floor(target), 2), self.z1.size - 4)
+        eta = target - f
+        w1 = np.zeros(4)                      # rows f - 1 .. f + 2
+        w1[:3] += (1 - eta) * _trinomial(a, eta)
+        w1[1:] += eta * _trinomial(a, eta - 1)
         c = (self.z2.size - 1) // 2
         cols = slice(c - 1, c + 2) if two else slice(c, c + 1)
         w2 = np.array([b / 2, 1 - b, b / 2]) if two else np.ones(1)
         p = w1[:, None] * w2[None, :]
         if two:
-            p += g * np.outer(_D2, _D2) + e / 4 * np.outer(_MOVES, _MOVES)
+            # the cross terms, centred on the mean's row of each trinomial
+            cross = g * np.outer(_D2, _D2) + e / 4 * np.outer(_MOVES, _MOVES)
+            p[:3] += (1 - eta) * cross
+            p[1:] += eta * cross
         out = np.empty((v.shape[0], 3, 1))
         for i in range(3):
-            block = v[:, j + i - 2:j + i + 1, cols]
+            block = v[:, f + i - 2:f + i + 2, cols]
             out[:, i, 0] = np.einsum("kab,ab->k", block, p)
         return out
 
@@ -371,6 +348,14 @@ class _Lattice:
 _NO_DRIFT = np.empty(0)
 _MOVES = np.array([-1.0, 0.0, 1.0])
 _D2 = np.array([1.0, -2.0, 1.0])
+
+
+def _trinomial(a: float, eta: float) -> np.ndarray:
+    """Weights of rows -1, 0, +1 for a move of mean ``eta`` and variance ``a`` (rows):
+    exact if a >= |eta| (1 - |eta|), else the two rows around the mean (mean exact)."""
+    if a >= abs(eta) * (1 - abs(eta)):
+        return np.array([(a + eta * eta - eta) / 2, 1 - a - eta * eta, (a + eta * eta + eta) / 2])
+    return np.array([max(-eta, 0.0), 1 - abs(eta), max(eta, 0.0)])
 
 
 def _stencil(a, b, e, g, m) -> np.ndarray:
@@ -737,8 +722,13 @@ class _Claim:
         """A level of ln(S / S0) to put on a row of the lattice (a barrier), or None."""
         return None
 
-    def start_up(self, lat: _Lattice) -> np.ndarray | None:
-        """Probability per row that a soft call is allowed on its first possible date."""
+    def prepare(self, lats: list[_Lattice]) -> list[_Lattice]:
+        """Anything the claim needs per lattice, before solving on them."""
+        return lats
+
+    def start_up(self, lat: _Lattice, k: int) -> np.ndarray | None:
+        """Probability per row that a soft call is first allowed at time k (its first
+        possible date, or a close of a hot start)."""
         return None
 
     def liquidation(self, lat: _Lattice, ln_b: np.ndarray) -> np.ndarray:
@@ -849,7 +839,7 @@ class _Claim:
                 row = int(_call_row(lat, st.barrier))
                 if row >= lat.z1.size:
                     call = None
-            weight = self.start_up(lat) if st.start_up and call is not None else None
+            weight = self.start_up(lat, k) if st.start_up and call is not None else None
             if weight is not None:
                 row = 0
             _exercise(v, self.lay, conv, st.convert, st.put, call, row,
@@ -872,7 +862,7 @@ class _Claim:
 
 class _Note(_Claim):
     def __init__(self, note: ZeroCouponConvertible, market: Market, credit: Credit,
-                 probs: bool):
+                 probs: bool, reference: Market | None = None):
         self.spread = note.credit_spread
         super().__init__(credit, market, probs, arrears=False)
         self.inst = note
@@ -891,11 +881,20 @@ class _Note(_Claim):
             self.shift = trigger_shift(days, sch.trigger_window or 1)
             # days before the valuation date count as below the trigger
             self.call_from = max(sch.call_start, (days - 1) * TRADING_DAY)
+        # a hot start: the per-close hazard, then the barrier after its last close
+        drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
+        self.hot = nofm.hot_start(note, market, drift, reference) \
+            if self.level is not None else None
+        self._kill: dict[int, np.ndarray] = {}
+        if self.hot is not None:
+            self.call_from = self.hot.end + TRADING_DAY / 2
 
     def events(self) -> np.ndarray:
         ev = [*self.sch.event_times()]
         if self.call_from is not None:
             ev.append(self.call_from)
+        if self.hot is not None:
+            ev.append(self.hot.end)
         return np.array(ev)
 
     def claim(self, t: float) -> float:
@@ -920,11 +919,25 @@ class _Note(_Claim):
         var = self.market.variance("equity", np.array([t0, t1]))
         return self._barrier(math.sqrt((var[1] - var[0]) / (t1 - t0)))
 
-    def start_up(self, lat: _Lattice) -> np.ndarray:
-        """Probability that an N-of-M rule holds on the first call date, given S at the
-        node's cell (the barrier takes over afterwards): :func:`window_probability` on
-        the trading days (TRADING_DAY apart) of the window ending then, those before
-        the valuation date below the trigger."""
+    def prepare(self, lats: list[_Lattice]) -> list[_Lattice]:
+        """A hot start's kill probabilities per step and row of each lattice, from the
+        same simulated paths (nofm.HotStart.hazards)."""
+        if self.hot is not None:
+            ln_s0 = math.log(self.market.equity_price)
+            cells = [(lat.times, ln_s0 + np.append(lat.z1 - lat.dx1 / 2, lat.z1[-1] + lat.dx1 / 2))
+                     for lat in lats]
+            for lat, kill in zip(lats, self.hot.hazards(cells), strict=True):
+                self._kill[id(lat.times)] = kill
+        return lats
+
+    def start_up(self, lat: _Lattice, k: int) -> np.ndarray:
+        """Probability that an N-of-M rule first holds at time k, given S in the node's
+        cell: on a hot start the kill probability of the step (:meth:`prepare`);
+        otherwise on the first call date (the barrier takes over afterwards)
+        :func:`window_probability` on the trading days (TRADING_DAY apart) of the window
+        ending then, those before the valuation date below the trigger."""
+        if self.hot is not None:
+            return self._kill[id(lat.times)][k][:, None]
         sch = self.sch
         # averaged over each row's cell: the probability jumps where today's close
         # crosses the trigger (one more day above)
@@ -949,6 +962,14 @@ class _Note(_Claim):
                 p.barrier = np.where(callable_, self._barrier(lat.vol_s[ks]), np.nan)
             first_call = callable_ & (before < self.call_from - _TOL)
             p.start_up = first_call & ((sch.trigger_days or 1) > 1)
+            if self.hot is not None:
+                # the hot start: calls on steps with a hot close, by their hazard
+                closes = self.hot.hot_times
+                hot = np.searchsorted(closes, t + _TOL) > np.searchsorted(closes,
+                                                                          before + _TOL)
+                p.call = np.where(hot, sch.call_price + accrued, p.call)
+                p.start_up = hot
+                first_call = first_call | hot
         p.smooth = put | first_call | (p.convert & (ks > 0)
                                        & ~np.atleast_1d(self.can_convert(before)))
         for ct, amount in zip(sch.coupon_times[::-1], sch.coupon_amounts[::-1], strict=True):
@@ -1122,17 +1143,19 @@ class _Run:
     notes: list[str]
 
 
-def _claim(instrument, market: Market, credit: Credit, opt: Settings, probs: bool) -> _Claim:
+def _claim(instrument, market: Market, credit: Credit, opt: Settings, probs: bool,
+           reference: Market | None) -> _Claim:
     if isinstance(instrument, ZeroCouponConvertible):
-        return _Note(instrument, market, credit, probs)
+        return _Note(instrument, market, credit, probs, reference)
     return _Preferred(instrument, market, credit, probs, opt.preferred_horizon)
 
 
 def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Settings,
-         probs: bool) -> _Run:
-    """One valuation (no greeks): the Richardson pair, or one lattice."""
+         probs: bool, reference: Market | None = None) -> _Run:
+    """One valuation (no greeks): the Richardson pair, or one lattice. ``reference``: the
+    unbumped market of a bumped one (a hot start's simulated paths are its)."""
     credit = Credit(structure, market)
-    claim = _claim(instrument, market, credit, opt, probs)
+    claim = _claim(instrument, market, credit, opt, probs, reference)
     h = claim.horizon
     events = np.sort(np.concatenate([claim.events(), credit.due_times]))
     events = events[(events > _TOL) & (events < h - _TOL)]
@@ -1152,8 +1175,11 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
     anchor = claim.anchor()
 
-    def solve(times: np.ndarray, with_probs: bool) -> tuple[_Lattice, _Solution]:
-        lat = _lattice(market, times, structure is not None, opt.width, drift, anchor)
+    def lattices(*times: np.ndarray) -> list[_Lattice]:
+        return claim.prepare([_lattice(market, t, structure is not None, opt.width, drift,
+                                       anchor) for t in times])
+
+    def solve(lat: _Lattice, with_probs: bool) -> tuple[_Lattice, _Solution]:
         claim.lay.probs = with_probs
         return lat, _solve(claim, lat)
 
@@ -1163,14 +1189,14 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     # steps / 3 (three layers on the coarse lattice would cost as much as the fine one)
     third = probs and opt.extrapolate and structure is not None
     prob_steps = max(steps // 3, MIN_STEPS) if third else steps
-    runs = [solve(times, probs and not third and i == len(grids) - 1)
-            for i, times in enumerate(grids)]
+    runs = [solve(lat, probs and not third and i == len(grids) - 1)
+            for i, lat in enumerate(lattices(*grids))]
     values = [r[1].value for r in runs]
     first = runs[0][0]
     sol = runs[-1][1]
     clipped = max(r[1].clipped_drift for r in runs)
     if third:
-        sol = solve(grid(prob_steps), True)[1]
+        sol = solve(lattices(grid(prob_steps))[0], True)[1]
     value = 2 * values[0] - values[1] if opt.extrapolate else values[0]
     notes = list(first.notes)
     if clipped:
@@ -1189,6 +1215,8 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
         settings["richardson_correction"] = values[0] - values[1]
     if isinstance(claim, _Note) and claim.level is not None:
         settings["trigger_shift"] = round(claim.shift, 4)
+        if claim.hot is not None:
+            settings["hot_start"] = nofm.settings(claim.hot)
     return _Run(value=value, solution=sol, settings=settings, notes=notes)
 
 
@@ -1200,9 +1228,8 @@ def _model_notes(instrument, market: Market, structure: CapitalStructure | None,
             n, m = instrument.call_trigger_days or 1, instrument.call_trigger_window or 1
             notes.append(f"soft call ({n} of {m} trading days) as an equivalent continuously "
                          "monitored barrier (docs/sections/lattice2d.md)")
-            hot = hot_start_note(instrument, market)
-            if hot:
-                notes.append(hot)
+            if nofm.is_hot_start(instrument, market):
+                notes.append(nofm.HOT_NOTE)
         notes.append("bond_floor: risk-free curve plus credit_spread, no BTC-coverage credit")
     else:
         notes.append(f"perpetual valued to a {opt.preferred_horizon:g}-year horizon: terminal "
@@ -1247,7 +1274,8 @@ def price(instrument: ZeroCouponConvertible | PreferredStock, market: Market,
     if greeks:
         curves = (market.equity_vol_curve, market.btc_vol_curve)
         vegas = all(c is None or isinstance(c, Curve) for c in curves)
-        sens = bump_greeks(lambda m: _run(instrument, m, structure, opt, probs=False).value,
+        sens = bump_greeks(lambda m: _run(instrument, m, structure, opt, probs=False,
+                                          reference=market).value,
                            market, run.value, vegas=vegas)
         if not vegas:
             notes.append("no vegas: a QuantLib vol term structure cannot be bumped")
