@@ -412,9 +412,9 @@ def test_hot_start_greeks_are_smooth() -> None:
 
 
 def test_root_step_is_continuous_in_the_stock() -> None:
-    """The first step from S0 mixes the trinomials around the rows either side of its
-    mean: no jump where the nearest row changes (differences of the value over 0.5%
-    bumps of S0 moved by 2.9% there before, by at most 0.26% now)."""
+    """The first step from S0 is a discrete normal on the rows (maximum entropy with the
+    step's mean and variance), smooth in S0: no jump where the nearest row changes (differences of the value over 0.5%
+    bumps of S0 moved by 2.9% there before, by at most 0.23% now)."""
     note, m = nofm_reference.case("strategy_2025-06-30.toml", "2030B notes", "fixture", 20,
                                   1.0)
     s0 = m.equity_price

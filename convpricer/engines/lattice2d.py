@@ -303,32 +303,24 @@ class _Lattice:
 
     def expect_root(self, v: np.ndarray) -> np.ndarray:
         """E[v(t_1) | root rows at t = 0], shape (K, 3, 1): from each root row, the
-        mixture, weighted by where its mean falls between rows f and f + 1, of a
-        trinomial around f and one around f + 1, each matching mean and variance; if the
-        first step is too short for that (variance below eta (1 - eta) of a row), the two
-        rows around the mean (mean exact, variance a little too large). The mixture moves
-        continuously with S0 (a trinomial around the nearest row jumps where the nearest
-        row changes: a kink in the greeks)."""
+        move of ln S to the rows (:func:`_root_move`, mean and variance exact and
+        smooth in S0), times the trinomial in Z2 and the cross terms."""
         two = self.two
         a, b, e, g = self.a[0] - self.m[0] ** 2, self.b[0], self.e[0], self.g[0]
         target = -self.z1[0] / self.dx1 + self.m[0]
-        f = min(max(math.floor(target), 2), self.z1.size - 4)
-        eta = target - f
-        w1 = np.zeros(4)                      # rows f - 1 .. f + 2
-        w1[:3] += (1 - eta) * _trinomial(a, eta)
-        w1[1:] += eta * _trinomial(a, eta - 1)
+        f = min(max(math.floor(target), _REACH), self.z1.size - 2 - _REACH)
+        w1 = _root_move(a, target - f)          # rows f - _REACH + 1 .. f + _REACH
         c = (self.z2.size - 1) // 2
         cols = slice(c - 1, c + 2) if two else slice(c, c + 1)
         w2 = np.array([b / 2, 1 - b, b / 2]) if two else np.ones(1)
         p = w1[:, None] * w2[None, :]
         if two:
-            # the cross terms, centred on the mean's row of each trinomial
-            cross = g * np.outer(_D2, _D2) + e / 4 * np.outer(_MOVES, _MOVES)
-            p[:3] += (1 - eta) * cross
-            p[1:] += eta * cross
+            # the cross terms, centred on the row nearest the mean
+            n = round(target) - f + _REACH - 2
+            p[n:n + 3] += g * np.outer(_D2, _D2) + e / 4 * np.outer(_MOVES, _MOVES)
         out = np.empty((v.shape[0], 3, 1))
         for i in range(3):
-            block = v[:, f + i - 2:f + i + 2, cols]
+            block = v[:, f + i - _REACH:f + i + _REACH, cols]
             out[:, i, 0] = np.einsum("kab,ab->k", block, p)
         return out
 
@@ -346,16 +338,39 @@ class _Lattice:
 
 
 _NO_DRIFT = np.empty(0)
+#: Rows either side of the root step's mean that its move reaches.
+_REACH = 4
 _MOVES = np.array([-1.0, 0.0, 1.0])
 _D2 = np.array([1.0, -2.0, 1.0])
 
 
-def _trinomial(a: float, eta: float) -> np.ndarray:
-    """Weights of rows -1, 0, +1 for a move of mean ``eta`` and variance ``a`` (rows):
-    exact if a >= |eta| (1 - |eta|), else the two rows around the mean (mean exact)."""
-    if a >= abs(eta) * (1 - abs(eta)):
-        return np.array([(a + eta * eta - eta) / 2, 1 - a - eta * eta, (a + eta * eta + eta) / 2])
-    return np.array([max(-eta, 0.0), 1 - abs(eta), max(eta, 0.0)])
+def _root_move(a: float, eta: float) -> np.ndarray:
+    """Weights of rows -_REACH + 1 .. _REACH (from the row below the mean, at eta in
+    [0, 1) below it) of a move of mean eta and variance ``a`` (rows): the
+    maximum-entropy law on the rows with that mean and variance, w_j ~ exp(l1 j + l2
+    j^2), a discrete normal, smooth in eta (a trinomial around the nearest row jumps
+    where that row changes: a kink in delta); the two rows around the mean (mean
+    exact, variance eta (1 - eta)) where ``a`` is below that."""
+    j = np.arange(-_REACH + 1, _REACH + 1) - eta
+    two = np.where(j == -eta, 1 - eta, 0.0) + np.where(j == 1 - eta, eta, 0.0)
+    if a <= eta * (1 - eta) + 1e-9:
+        return two
+    lam = np.array([0.0, -0.5 / a])
+    for _ in range(50):
+        ln_w = lam[0] * j + lam[1] * j * j
+        w = np.exp(ln_w - ln_w.max())
+        w /= w.sum()
+        m1, m2 = w @ j, w @ (j * j)
+        r = np.array([m1, m2 - a])
+        if abs(r).max() < 1e-13:
+            break
+        m3, m4 = w @ j ** 3, w @ j ** 4
+        jac = np.array([[m2 - m1 * m1, m3 - m1 * m2], [m3 - m1 * m2, m4 - m2 * m2]])
+        lam -= np.linalg.solve(jac, r)
+    else:
+        raise EngineError(f"engine lattice2d: root step did not fit (variance {a:.3g} "
+                          f"rows, mean {eta:.3g})")
+    return w
 
 
 def _stencil(a, b, e, g, m) -> np.ndarray:
