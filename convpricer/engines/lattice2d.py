@@ -40,6 +40,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+from scipy.optimize import brentq
 
 from .. import analytic
 from ..credit import Credit
@@ -350,27 +351,30 @@ def _root_move(a: float, eta: float) -> np.ndarray:
     maximum-entropy law on the rows with that mean and variance, w_j ~ exp(l1 j + l2
     j^2), a discrete normal, smooth in eta (a trinomial around the nearest row jumps
     where that row changes: a kink in delta); the two rows around the mean (mean
-    exact, variance eta (1 - eta)) where ``a`` is below that."""
+    exact, variance eta (1 - eta), the least a law on the rows can have) where ``a``
+    is below that. Nested root finding: l1 gives the mean for each l2, l2 the
+    variance."""
     j = np.arange(-_REACH + 1, _REACH + 1) - eta
-    two = np.where(j == -eta, 1 - eta, 0.0) + np.where(j == 1 - eta, eta, 0.0)
-    if a <= eta * (1 - eta) + 1e-9:
-        return two
-    lam = np.array([0.0, -0.5 / a])
-    for _ in range(50):
-        ln_w = lam[0] * j + lam[1] * j * j
-        w = np.exp(ln_w - ln_w.max())
-        w /= w.sum()
-        m1, m2 = w @ j, w @ (j * j)
-        r = np.array([m1, m2 - a])
-        if abs(r).max() < 1e-13:
-            break
-        m3, m4 = w @ j ** 3, w @ j ** 4
-        jac = np.array([[m2 - m1 * m1, m3 - m1 * m2], [m3 - m1 * m2, m4 - m2 * m2]])
-        lam -= np.linalg.solve(jac, r)
-    else:
-        raise EngineError(f"engine lattice2d: root step did not fit (variance {a:.3g} "
-                          f"rows, mean {eta:.3g})")
-    return w
+
+    def law(l1: float, l2: float) -> np.ndarray:
+        x = l1 * j + l2 * j * j
+        w = np.exp(x - x.max())
+        return w / w.sum()
+
+    def centred(l2: float) -> np.ndarray:
+        return law(brentq(lambda l1: float(law(l1, l2) @ j), -200.0, 200.0, xtol=1e-14), l2)
+
+    floor = eta * (1 - eta)
+    top = float(centred(-1e-6) @ (j * j))
+    if a <= floor + 1e-9 or a >= top:
+        if a >= top:
+            raise EngineError(f"engine lattice2d: root step variance {a:.3g} rows is beyond "
+                              f"{_REACH} rows")
+        return np.where(j == -eta, 1 - eta, 0.0) + np.where(j == 1 - eta, eta, 0.0)
+    # variance rises with l2 = -exp(-u) from eta (1 - eta) (u -> -inf) to top
+    u = brentq(lambda u: float(centred(-math.exp(-u)) @ (j * j)) - a, -4.0,
+               math.log(1e6), xtol=1e-13)
+    return centred(-math.exp(-u))
 
 
 def _stencil(a, b, e, g, m) -> np.ndarray:
