@@ -6,11 +6,11 @@ simulation with a regressed exercise policy. They must agree within three
 Monte Carlo standard errors plus the lattice's own error: its discretisation
 (:data:`LATTICE_REL`, relative) and, for a soft call on N of M days, its
 approximation of the rule (:data:`LATTICE_NOFM_REL`; docs/sections/lattice2d.md
-measures within 0.02% of exact daily Monte Carlo, except +0.06% to +0.08% for
-a note callable at once with the stock above the trigger, the 2027 notes at
-2024-12-31; Monte Carlo counts the closes exactly). The
-full sweep is slow (every claim of every fixture at 32k paths) and marked so;
-the fast cases run always.
+measures within 0.02% of exact daily Monte Carlo, hot starts included; Monte
+Carlo counts the closes exactly). At 131,072 paths every shipped note is within
+2.6 standard errors (docs/sections/lattice2d.md, "Agreement with the
+montecarlo engine"). The full sweep is slow (every claim of every fixture at
+32k paths) and marked so; the fast cases run always.
 """
 
 from __future__ import annotations

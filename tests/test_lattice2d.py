@@ -413,8 +413,9 @@ def test_hot_start_greeks_are_smooth() -> None:
 
 def test_root_step_is_continuous_in_the_stock() -> None:
     """The first step from S0 is a discrete normal on the rows (maximum entropy with the
-    step's mean and variance), smooth in S0: no jump where the nearest row changes (differences of the value over 0.5%
-    bumps of S0 moved by 2.9% there before, by at most 0.23% now)."""
+    step's mean and variance), smooth in S0: no jump where the nearest row changes
+    (differences of the value over 0.5% bumps of S0 moved by 2.9% there before, by
+    at most 0.23% now)."""
     note, m = nofm_reference.case("strategy_2025-06-30.toml", "2030B notes", "fixture", 20,
                                   1.0)
     s0 = m.equity_price
@@ -517,3 +518,16 @@ def test_a_non_finite_result_is_refused(field) -> None:
     ok = lat.price(NOTE, MARKET, greeks=False)
     with pytest.raises(ArithmeticError, match=field):
         ok.with_(**{field: math.nan})
+
+
+@pytest.mark.parametrize(("a", "eta"), [(1 / 3, 0.0), (1 / 3, 0.5), (0.08, 0.98), (0.3, 0.7)])
+def test_root_move_is_the_discrete_normal_with_the_steps_moments(a: float, eta: float) -> None:
+    """Newton's fit and the nested root finding give the same law, with mean eta and
+    variance a on the rows, non-negative, and heavier on the nearer row."""
+    w = lat._root_move(a, eta)
+    j = np.arange(-lat._REACH + 1, lat._REACH + 1) - eta
+    assert w.min() >= 0.0 and w.sum() == pytest.approx(1.0, abs=1e-12)
+    assert w @ j == pytest.approx(0.0, abs=1e-10) and w @ (j * j) == pytest.approx(a, abs=1e-10)
+    np.testing.assert_allclose(lat._root_move_nested(j, a), w, atol=1e-9)
+    near = lat._REACH - 1 + round(eta)
+    assert w[near] >= w.max() - 1e-12

@@ -26,7 +26,11 @@ and cost, and the approximations:
 * Soft calls: an equivalent continuously monitored barrier, trigger x
   exp(c sigma sqrt(1 day)), with c = :func:`trigger_shift` (N of M days); on the
   first call date the exact daily rule's probability given S and S0
-  (:func:`window_probability`).
+  (:func:`window_probability`); a call possible within the rule's first window
+  by the rule's simulated mimicking hazard over its hot start (nofm), then the
+  barrier.
+* The root step from S0 (off the rows when a barrier is anchored on one): the
+  discrete normal on the rows with the step's mean and variance.
 * Cumulative preferred arrears: linear, through a second backward layer U.
 """
 
@@ -352,10 +356,45 @@ def _root_move(a: float, eta: float) -> np.ndarray:
     j^2), a discrete normal, smooth in eta (a trinomial around the nearest row jumps
     where that row changes: a kink in delta); the two rows around the mean (mean
     exact, variance eta (1 - eta), the least a law on the rows can have) where ``a``
-    is below that. Nested root finding: l1 gives the mean for each l2, l2 the
-    variance."""
+    is below that. Newton's method from the normal's (l1, l2), its step halved until
+    the moments' error falls; nested root finding (l1 for the mean given l2, l2 for
+    the variance) if it stalls."""
     j = np.arange(-_REACH + 1, _REACH + 1) - eta
+    if a <= eta * (1 - eta) + 1e-9:
+        return np.where(j == -eta, 1 - eta, 0.0) + np.where(j == 1 - eta, eta, 0.0)
+    powers = np.vstack([np.ones_like(j), j, j * j, j ** 3, j ** 4])
 
+    def fit(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        x = lam[0] * j + lam[1] * j * j
+        w = np.exp(x - x.max())
+        w /= w.sum()
+        m = powers @ w
+        r = np.array([m[1], m[2] - a])
+        return w, m, float(abs(r).max())
+
+    lam = np.array([0.0, -0.5 / a])
+    w, m, err = fit(lam)
+    for _ in range(40):
+        if err < 1e-13:
+            return w
+        jac = np.array([[m[2] - m[1] ** 2, m[3] - m[1] * m[2]],
+                        [m[3] - m[1] * m[2], m[4] - m[2] ** 2]])
+        step = np.linalg.lstsq(jac, np.array([m[1], m[2] - a]), rcond=None)[0]
+        for _ in range(30):
+            trial = lam - step
+            if trial[1] < 0:
+                w_t, m_t, err_t = fit(trial)
+                if err_t < err:
+                    lam, w, m, err = trial, w_t, m_t, err_t
+                    break
+            step = step / 2
+        else:
+            break
+    return _root_move_nested(j, a)
+
+
+def _root_move_nested(j: np.ndarray, a: float) -> np.ndarray:
+    """:func:`_root_move` by nested root finding (rows ``j`` relative to the mean)."""
     def law(l1: float, l2: float) -> np.ndarray:
         x = l1 * j + l2 * j * j
         w = np.exp(x - x.max())
@@ -364,14 +403,10 @@ def _root_move(a: float, eta: float) -> np.ndarray:
     def centred(l2: float) -> np.ndarray:
         return law(brentq(lambda l1: float(law(l1, l2) @ j), -200.0, 200.0, xtol=1e-14), l2)
 
-    floor = eta * (1 - eta)
-    top = float(centred(-1e-6) @ (j * j))
-    if a <= floor + 1e-9 or a >= top:
-        if a >= top:
-            raise EngineError(f"engine lattice2d: root step variance {a:.3g} rows is beyond "
-                              f"{_REACH} rows")
-        return np.where(j == -eta, 1 - eta, 0.0) + np.where(j == 1 - eta, eta, 0.0)
-    # variance rises with l2 = -exp(-u) from eta (1 - eta) (u -> -inf) to top
+    if a >= float(centred(-1e-6) @ (j * j)):
+        raise EngineError(f"engine lattice2d: root step variance {a:.3g} rows is beyond "
+                          f"{_REACH} rows")
+    # variance rises with l2 = -exp(-u) from eta (1 - eta) (u -> -inf) to its top
     u = brentq(lambda u: float(centred(-math.exp(-u)) @ (j * j)) - a, -4.0,
                math.log(1e6), xtol=1e-13)
     return centred(-math.exp(-u))

@@ -1,22 +1,23 @@
-"""The hot start of an N-of-M soft call: a per-close call hazard for the lattice engines.
+"""The hot start of an N-of-M soft call: the rule's call hazard for the lattice engines.
 
-lattice2d and fdm2d value an N-of-M trigger after its hot start as an equivalent
-continuous barrier, exact in law for a stock arriving from below. A note callable
-within the rule's first window with the stock near or above the trigger is the
-exception: paths that just miss the rule on one close meet it within days, which
-the barrier (4.2 daily standard deviations above the trigger) does not know; it
+lattice2d and fdm2d value an N-of-M trigger as an equivalent continuous barrier,
+exact in law for a stock arriving from below. A note callable within the rule's
+first window (closes before the valuation date count as below) is the exception:
+paths that just miss the rule on one close meet it within days, which the
+barrier (4.2 daily standard deviations above the trigger) does not know; it
 overvalued such notes by up to 0.75% (docs/sections/lattice2d.md).
 
-Over the hot start the engines call instead with the per-close hazard
+Over the hot start, from the valuation date to HOT_CLOSES closes after the first
+possible call, the engines call instead with
 
-    h_d(S) = P(the rule first holds on close d | S on close d, not before),
+    lambda_k(S) = P(the rule first holds on a close in step k | S at its end, not before),
 
-the mimicking hazard of the killed process: a Markov engine that kills with
-h_d(S) on each close reproduces the exact joint law of (call date, S at the
-call), because ln S has independent increments (docs/sections/lattice2d.md).
-It is measured on a seeded daily simulation of ln S over the first
-``window + HOT_CLOSES`` closes only (antithetic, HOT_PATHS paths, the same
-normals for every bump, so greeks stay smooth); the barrier takes over after.
+the mimicking hazard of the killed process: a Markov engine that kills with it
+reproduces the exact law of (call date, S at the call), because the call depends
+on S alone and ln S has independent increments. It is measured per engine step
+and cell of ln S on a seeded daily simulation of ln S (HOT_PATHS antithetic
+paths); a bumped market weights the unbumped market's paths by their likelihood
+ratio, so greeks are smooth. The barrier takes over after the hot start.
 """
 
 from __future__ import annotations
