@@ -243,6 +243,7 @@ class _Lattice:
     gamma: float
     s: np.ndarray             # equity price per row, shape (n1, 1)
     ln_b: np.ndarray          # ln B at z1 = z2 = 0, per time
+    anchored: bool = False    # a row on a barrier (S0 is then between rows)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -308,13 +309,20 @@ class _Lattice:
 
     def expect_root(self, v: np.ndarray) -> np.ndarray:
         """E[v(t_1) | root rows at t = 0], shape (K, 3, 1): from each root row, the
-        move of ln S to the rows (:func:`_root_move`, mean and variance exact and
-        smooth in S0), times the trinomial in Z2 and the cross terms."""
+        move of ln S to the rows, times the trinomial in Z2 and the cross terms. The
+        move: with S0 on a row (no anchor) the stencil's trinomial; between rows
+        (anchored) :func:`_root_move`, mean and variance exact and smooth in S0."""
         two = self.two
         a, b, e, g = self.a[0] - self.m[0] ** 2, self.b[0], self.e[0], self.g[0]
         target = -self.z1[0] / self.dx1 + self.m[0]
         f = min(max(math.floor(target), _REACH), self.z1.size - 2 - _REACH)
-        w1 = _root_move(a, target - f)          # rows f - _REACH + 1 .. f + _REACH
+        if self.anchored:
+            w1 = _root_move(a, target - f)      # rows f - _REACH + 1 .. f + _REACH
+        else:
+            near = round(target)
+            w1 = np.zeros(2 * _REACH)
+            i = near - f + _REACH - 2
+            w1[i:i + 3] = _trinomial(a, target - near)
         c = (self.z2.size - 1) // 2
         cols = slice(c - 1, c + 2) if two else slice(c, c + 1)
         w2 = np.array([b / 2, 1 - b, b / 2]) if two else np.ones(1)
@@ -347,6 +355,12 @@ _NO_DRIFT = np.empty(0)
 _REACH = 4
 _MOVES = np.array([-1.0, 0.0, 1.0])
 _D2 = np.array([1.0, -2.0, 1.0])
+
+
+def _trinomial(a: float, eta: float) -> np.ndarray:
+    """Weights of rows -1, 0, +1 for a move of mean ``eta`` and variance ``a`` (rows,
+    |eta| < 1/2 with a >= |eta| (1 - |eta|))."""
+    return np.array([(a + eta * eta - eta) / 2, 1 - a - eta * eta, (a + eta * eta + eta) / 2])
 
 
 def _root_move(a: float, eta: float) -> np.ndarray:
@@ -501,7 +515,8 @@ def _lattice(market: Market, times: np.ndarray, two_factor: bool, width: float,
     return _Lattice(times=times, dt=dt, df=df, rate=rate, vol_s=np.sqrt(vs / dt), a=a, b=b,
                     e=e, g=g, m=m, dx1=dx1, dx2=dx2, z1=z1,
                     z2=z2, gamma=gamma,
-                    s=(market.equity_price * np.exp(z1))[:, None], ln_b=ln_b, notes=notes)
+                    s=(market.equity_price * np.exp(z1))[:, None], ln_b=ln_b,
+                    anchored=anchor is not None, notes=notes)
 
 
 def _long_first_steps(times: np.ndarray, first_event: float) -> np.ndarray:
