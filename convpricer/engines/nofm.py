@@ -44,9 +44,9 @@ _TOL = 1e-9
 HOT_NOTE = (f"soft call's hot start (callable within the rule's first window): called with "
             f"the rule's per-close hazard, measured on {HOT_PATHS} seeded simulated paths "
             f"over its first {HOT_CLOSES} closes after the first possible call "
-            "(convpricer.engines.nofm), then the equivalent barrier; the value carries "
-            "sampling noise of about 1e-4 relative, the same for the same inputs "
-            "(docs/sections/lattice2d.md)")
+            "(convpricer.engines.nofm), then the equivalent barrier, with seeded "
+            "sampling noise of about 1e-4 relative in the value (the same for the same inputs, "
+            "docs/sections/lattice2d.md)")
 
 
 @dataclass(frozen=True)
