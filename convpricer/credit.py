@@ -110,6 +110,12 @@ class Credit:
     def equity_loss(self) -> float:
         return 1.0 if self.structure is None else self.structure.default_equity_loss
 
+    @property
+    def equity_drift(self) -> float:
+        """h(S0) x equity loss: the extra drift of ln S per year that compensates the
+        hazard at today's stock price (the engines' deterministic part of it)."""
+        return float(self.hazard(np.array(self.market.equity_price))) * self.equity_loss
+
     def hazard(self, equity_price: np.ndarray) -> np.ndarray:
         """Default intensity h(S) per year, capped at HAZARD_CAP."""
         s = np.asarray(equity_price, dtype=float)

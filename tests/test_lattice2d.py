@@ -379,6 +379,12 @@ def test_hot_start_is_a_call_within_the_first_window() -> None:
                                          call_trigger_window=None), MARKET)
     assert nofm.is_hot_start(replace(soft, call_start=VAL + timedelta(days=30)), MARKET)
     assert not nofm.is_hot_start(replace(soft, call_start=VAL + timedelta(days=60)), MARKET)
+    # maturity before the rule's 20th close: no call possible, so no hot start (and no
+    # note or setting saying there is one)
+    short = replace(soft, maturity=VAL + timedelta(days=10))
+    assert not nofm.is_hot_start(short, MARKET)
+    res = lat.price(short, MARKET.replace(equity_price=190.0), greeks=False)
+    assert nofm.HOT_NOTE not in res.notes and "hot_start" not in res.settings
 
 
 def test_hot_start_hazard_is_a_probability_rising_with_the_stock() -> None:

@@ -622,13 +622,12 @@ class _NoteRules(_Rules):
         self.call_from = _call_from(note, market)
         #: an N-of-M rule's hot start (nofm): calls on its closes by their hazard on
         #: the time grid ``times``, the equivalent trigger after them
-        drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
-        self.hot = nofm.hot_start(note, market, drift, reference) \
+        self.hot = nofm.hot_start(note, market, credit.equity_drift, reference) \
             if note.call_trigger_days is not None else None
         self.times = times
         self._kill: np.ndarray | None = None
         if self.hot is not None:
-            self.call_from = self.hot.end + 0.5 / TRADING_DAYS
+            self.call_from = self.hot.barrier_from
         #: call dates (None: every time step from call_from)
         self.call_days = _call_days(note, market, self.call_from) \
             if monitoring == "daily" and self.call_from is not None else None

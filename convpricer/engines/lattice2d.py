@@ -951,12 +951,11 @@ class _Note(_Claim):
             # days before the valuation date count as below the trigger
             self.call_from = max(sch.call_start, (days - 1) * TRADING_DAY)
         # a hot start: the per-close hazard, then the barrier after its last close
-        drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
-        self.hot = nofm.hot_start(note, market, drift, reference) \
+        self.hot = nofm.hot_start(note, market, credit.equity_drift, reference) \
             if self.level is not None else None
         self._kill: dict[int, np.ndarray] = {}
         if self.hot is not None:
-            self.call_from = self.hot.end + TRADING_DAY / 2
+            self.call_from = self.hot.barrier_from
 
     def events(self) -> np.ndarray:
         ev = [*self.sch.event_times()]
@@ -1241,7 +1240,7 @@ def _run(instrument, market: Market, structure: CapitalStructure | None, opt: Se
     coarse = grid(steps)
     grids = [_refine(coarse), coarse] if opt.extrapolate else [coarse]
     # h(S0) L in the deterministic drift; h(S) - h(S0) through the probabilities
-    drift = float(credit.hazard(np.array(market.equity_price))) * credit.equity_loss
+    drift = credit.equity_drift
     anchor = claim.anchor()
 
     def lattices(*times: np.ndarray) -> list[_Lattice]:

@@ -71,6 +71,12 @@ class HotStart:
         return float(self.closes[-1])
 
     @property
+    def barrier_from(self) -> float:
+        """Where the engines' equivalent barrier starts: half a trading day (1/504
+        year) after the last hot close, so that no step of the hot start has it."""
+        return self.end + 0.5 / 252.0
+
+    @property
     def hot_times(self) -> np.ndarray:
         return self.closes[self.hot]
 
@@ -210,6 +216,11 @@ def settings(hot: HotStart) -> dict[str, float | int]:
 
 
 def is_hot_start(note: ZeroCouponConvertible, market: Market) -> bool:
+    """Whether the note has a hot start (:func:`hot_start`)."""
+    return hot_start(note, market) is not None
+
+
+def _call_in_first_window(note: ZeroCouponConvertible, market: Market) -> bool:
     """An N-of-M call possible within the rule's first window (closes before the
     valuation date below the trigger)."""
     n, m = note.call_trigger_days or 1, note.call_trigger_window or 1
@@ -222,11 +233,12 @@ def is_hot_start(note: ZeroCouponConvertible, market: Market) -> bool:
 
 def hot_start(note: ZeroCouponConvertible, market: Market, equity_drift: float = 0.0,
               reference: Market | None = None) -> HotStart | None:
-    """The note's hot start (module docstring), or None if it has none.
+    """The note's hot start (module docstring): an N-of-M call possible within the
+    rule's first window, on a close before maturity; None if it has none.
     ``equity_drift``: a constant extra drift of ln S per year (the engines' hazard
     times equity loss); ``reference``: the market whose paths to weight (the unbumped
     one, for greeks; default ``market``)."""
-    if not is_hot_start(note, market):
+    if not _call_in_first_window(note, market):
         return None
     vd = market.valuation_date
     sch = convertible_schedule(note, vd)
